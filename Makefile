@@ -1,0 +1,28 @@
+# Two commands do everything on a fresh clone: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# torch is pinned with torchvision in the same pip call: timm imports torchvision, and only this pair imports on CPU here.
+TORCH_PINS ?= "torch==2.14.1" "torchvision==0.29.1"
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_PINS) -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/gridit demo --out reports/quickstart --overwrite
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/bench.py
+
+clean:
+	rm -rf $(VENV) reports/quickstart

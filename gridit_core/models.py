@@ -1,0 +1,537 @@
+"""GriDiT's model: a plain 2D Diffusion Transformer with adaLN-Zero blocks (Peebles & Xie 2023), run on grid images.
+
+Parameter names follow the official DiT checkpoints, so ``DiT-XL-2-256x256.pt`` and ``DiT-XL-2-512x512.pt`` load with
+``load_checkpoint``. Tokens are ``patch x patch`` squares of the grid image in row-major order; ``model.layout`` maps
+them to frames.
+"""
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gridit_core.ckpt import load_file
+from gridit_core.errors import GriditError
+from gridit_core.grid import GridLayout
+
+
+@dataclass
+class DiTConfig:
+    """Size and inputs of a DiT; ``rows x cols`` frames tile the ``input_size`` grid image."""
+
+    input_size: int | tuple = 32  # grid image side, or (H, W); official DiT-XL/2 at 256x256 sees 32x32 latents
+    patch_size: int = 2  # token side in input cells
+    in_channels: int = 4  # 4 for Stable Diffusion VAE latents
+    hidden_size: int = 1152  # token width D
+    depth: int = 28  # number of DiT blocks
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    num_classes: int = 0  # 0: unconditional, c = t_emb (GriDiT); > 0: class labels added to c
+    class_dropout_prob: float = 0.1  # label dropout for classifier-free guidance; > 0 adds a null-class row
+    learn_sigma: bool = True  # predict the variance too (IDDPM): 2x in_channels outputs
+    pos_embed: str = "grid2d"  # "grid2d": sin-cos over the whole token grid (official); "frame3d": frame, y, x
+    rows: int = 1  # grid layout in frames
+    cols: int = 1
+
+    def __post_init__(self):
+        size = self.input_size
+        ok = isinstance(size, int) or (isinstance(size, (tuple, list)) and len(size) == 2)
+        if not ok or min(self.image_size) < 1:
+            raise GriditError(f"input_size must be a positive int or (H, W), got {size!r}")
+        h, w = self.image_size
+        if min(self.rows, self.cols, self.patch_size, self.depth, self.num_heads) < 1:
+            raise GriditError("rows, cols, patch_size, depth and num_heads must be positive")
+        if h % self.rows or w % self.cols:
+            raise GriditError(f"grid size {h}x{w} does not split into {self.rows}x{self.cols} equal frames")
+        fh, fw = self.frame_size
+        if fh % self.patch_size or fw % self.patch_size:
+            frame = f"{fh}" if fh == fw else f"{fh}x{fw}"
+            raise GriditError(f"frame size {frame} is not divisible by the patch size {self.patch_size}")
+        if self.hidden_size % self.num_heads:
+            raise GriditError(f"hidden size {self.hidden_size} is not divisible by {self.num_heads} heads")
+        if self.hidden_size % 4:
+            raise GriditError(f"hidden size {self.hidden_size} must be divisible by 4 for the sin-cos position table")
+        if self.pos_embed not in ("grid2d", "frame3d"):
+            raise GriditError(f"unknown pos_embed {self.pos_embed!r}; choose 'grid2d' or 'frame3d'")
+        if self.num_classes < 0 or not 0 <= self.class_dropout_prob < 1:
+            raise GriditError("num_classes must be >= 0 and class_dropout_prob in [0, 1)")
+
+    @property
+    def image_size(self):
+        """``(H, W)`` of the grid image."""
+        s = self.input_size
+        return (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
+
+    @property
+    def frame_size(self):
+        """``(H, W)`` of one frame."""
+        h, w = self.image_size
+        return h // self.rows, w // self.cols
+
+
+def modulate(x, shift, scale):
+    """adaLN: scale and shift every token of ``x (N, L, D)`` by per-sample ``(N, D)`` vectors."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+# ---------------------------------------------------------------------------- positions
+
+
+def sincos_1d(dim, positions):
+    """Sin-cos embedding ``(M, dim)`` float64: ``[sin(p w_i), cos(p w_i)]`` with ``w_i = 10000^(-2i/dim)``."""
+    if dim < 2 or dim % 2:
+        raise GriditError(f"a sin-cos embedding needs a positive even width, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))  # (dim/2,)
+    angles = torch.as_tensor(positions).reshape(-1).to(torch.float64)[:, None] * omega[None]  # (M, dim/2)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)  # (M, dim)
+
+
+def grid2d_pos_embed(dim, gh, gw):
+    """2D sin-cos table ``(gh*gw, dim)`` float32, row-major: ``[:dim/2]`` encodes the column, ``[dim/2:]`` the row.
+
+    Equals the official DiT/MAE table on a square grid: that code builds ``np.meshgrid(w, h)``, whose first output
+    varies along columns, and encodes it in the first half.
+    """
+    row, col = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")  # (gh, gw) each
+    return torch.cat([sincos_1d(dim // 2, col), sincos_1d(dim // 2, row)], dim=1).float()  # (gh*gw, dim)
+
+
+def frame3d_split(dim):
+    """Channel widths ``(x, y, frame)`` of the frame3d table: 3/8, 3/8 and 1/4 of ``dim``, each even."""
+    s = 2 * (3 * dim // 16)
+    return s, s, dim - 2 * s
+
+
+def frame3d_pos_embed(dim, layout):
+    """Sin-cos table ``(L, dim)`` float32 over (x, y) inside the frame and the frame index, on disjoint channels.
+
+    Channels are ``[x | y | frame]`` with widths from ``frame3d_split``: the same (y, x) in two frames shares the
+    spatial channels, and two frames differ only in the last quarter.
+    """
+    frame, y, x = layout.token_to_frame(torch.arange(layout.num_tokens))  # (L,) each
+    sx, sy, sf = frame3d_split(dim)
+    return torch.cat([sincos_1d(sx, x), sincos_1d(sy, y), sincos_1d(sf, frame)], dim=1).float()  # (L, dim)
+
+
+def frame_attn_mask(layout, allowed):
+    """Token mask ``(L, L)`` from a frame mask ``allowed (F, F)``: token i may see token j iff allowed[f(i), f(j)]."""
+    allowed = torch.as_tensor(allowed, dtype=torch.bool)
+    if allowed.shape != (layout.frames, layout.frames):
+        raise GriditError(f"frame mask must be ({layout.frames}, {layout.frames}), got {tuple(allowed.shape)}")
+    frames = layout.token_frames().to(allowed.device)  # (L,)
+    return allowed[frames[:, None], frames[None, :]]  # (L, L)
+
+
+# ---------------------------------------------------------------------------- modules
+
+
+class PatchEmbed(nn.Module):
+    """Cut an image into ``patch x patch`` squares and project each to a token (a strided convolution)."""
+
+    def __init__(self, patch, in_channels, hidden):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, hidden, kernel_size=patch, stride=patch, bias=True)
+
+    def forward(self, x):
+        x = self.proj(x)  # (N, D, H/p, W/p)
+        return x.flatten(2).transpose(1, 2)  # (N, L, D), row-major tokens
+
+
+class TimestepEmbedder(nn.Module):
+    """Diffusion step -> vector: sinusoidal frequencies, then a two-layer MLP."""
+
+    def __init__(self, hidden, freq_dim=256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    @staticmethod
+    def timestep_embedding(t, dim, max_period=10000):
+        """``[cos(t f_i), sin(t f_i)]`` with ``f_i = max_period^(-i/half)``; ``t`` may be fractional."""
+        half = dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = t.float()[:, None] * freqs[None]  # (N, half)
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (N, 2*half)
+        return F.pad(emb, (0, dim % 2))  # (N, dim)
+
+    def forward(self, t):
+        t_freq = self.timestep_embedding(t, self.freq_dim)  # (N, 256)
+        return self.mlp(t_freq.to(self.mlp[0].weight.dtype))  # (N, D)
+
+
+class LabelEmbedder(nn.Module):
+    """Class label -> vector; training swaps labels for the null class with probability ``dropout_prob`` (for CFG)."""
+
+    def __init__(self, num_classes, hidden, dropout_prob):
+        super().__init__()
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+        self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), hidden)  # last row: null class
+
+    def token_drop(self, labels, force_drop_ids=None):
+        if force_drop_ids is None:
+            drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob  # (N,)
+        else:
+            drop = force_drop_ids == 1  # (N,)
+        return torch.where(drop, self.num_classes, labels)  # (N,)
+
+    def forward(self, labels, train, force_drop_ids=None):
+        if force_drop_ids is not None and self.dropout_prob == 0:
+            raise GriditError("force_drop_ids needs a null class: build the model with class_dropout_prob > 0")
+        if (train and self.dropout_prob > 0) or force_drop_ids is not None:
+            labels = self.token_drop(labels, force_drop_ids)  # (N,)
+        return self.embedding_table(labels)  # (N, D)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; fused SDPA, or explicit softmax when the probabilities are wanted."""
+
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, attn_mask=None, return_attn=False):
+        """``attn_mask``: bool broadcastable to (N, heads, L, L), True = may attend (or an additive float mask)."""
+        n, length, dim = x.shape
+        qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, self.head_dim)  # (N, L, 3, h, d)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (N, h, L, d) each
+        if not return_attn:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (N, h, L, d)
+            return self.proj(out.transpose(1, 2).reshape(n, length, dim))  # (N, L, D)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (N, h, L, L)
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))  # (N, h, L, L)
+        elif attn_mask is not None:
+            scores = scores + attn_mask  # (N, h, L, L)
+        probs = scores.softmax(dim=-1)  # (N, h, L, L)
+        out = (probs.to(v.dtype) @ v).transpose(1, 2).reshape(n, length, dim)  # (N, L, D)
+        return self.proj(out), probs  # (N, L, D), (N, h, L, L)
+
+
+class Mlp(nn.Module):
+    """Token-wise two-layer MLP with tanh-approximated GELU."""
+
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))  # (N, L, D)
+
+
+class DiTBlock(nn.Module):
+    """Transformer block with adaLN-Zero: c gives shift, scale and a residual gate for attention and for the MLP."""
+
+    def __init__(self, hidden, num_heads, mlp_ratio=4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden, num_heads)
+        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden, int(hidden * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
+
+    def forward(self, x, c, attn_mask=None, return_attn=False):
+        mod = self.adaLN_modulation(c).chunk(6, dim=1)  # 6 x (N, D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
+        h = modulate(self.norm1(x), shift_msa, scale_msa)  # (N, L, D)
+        h = self.attn(h, attn_mask, return_attn)  # (N, L, D), or with probs (N, heads, L, L)
+        h, probs = h if return_attn else (h, None)
+        x = x + gate_msa.unsqueeze(1) * h  # (N, L, D)
+        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (N, L, D)
+        return (x, probs) if return_attn else x
+
+
+class FinalLayer(nn.Module):
+    """adaLN, then a linear map from each token to its ``patch x patch x out_channels`` output cells."""
+
+    def __init__(self, hidden, patch, out_channels):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden, patch * patch * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
+
+    def forward(self, x, c):
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)  # 2 x (N, D)
+        x = modulate(self.norm_final(x), shift, scale)  # (N, L, D)
+        return self.linear(x)  # (N, L, p*p*C_out)
+
+
+class DiT(nn.Module):
+    """Diffusion Transformer on a grid image: patchify, add positions, adaLN-Zero blocks conditioned on t (and y)."""
+
+    def __init__(self, config):
+        super().__init__()
+        cfg = self.config = config
+        fh, fw = cfg.frame_size
+        self.layout = GridLayout(cfg.rows, cfg.cols, fh, fw, cfg.patch_size)
+        self.num_classes = cfg.num_classes
+        self.in_channels = cfg.in_channels
+        self.learn_sigma = cfg.learn_sigma
+        self.out_channels = cfg.in_channels * 2 if cfg.learn_sigma else cfg.in_channels
+        d = cfg.hidden_size
+
+        self.x_embedder = PatchEmbed(cfg.patch_size, cfg.in_channels, d)
+        self.t_embedder = TimestepEmbedder(d)
+        self.y_embedder = LabelEmbedder(cfg.num_classes, d, cfg.class_dropout_prob) if cfg.num_classes else None
+        self.register_buffer("pos_embed", torch.zeros(1, self.layout.num_tokens, d))  # fixed sin-cos, saved
+        self.blocks = nn.ModuleList(DiTBlock(d, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.final_layer = FinalLayer(d, cfg.patch_size, self.out_channels)
+        self.initialize_weights()
+
+    @property
+    def name(self):
+        """Registry name such as ``"DiT-XL/2"`` when the size is a registered one, else a short description."""
+        cfg = self.config
+        for size, spec in _SIZES.items():
+            if spec == dict(depth=cfg.depth, hidden_size=cfg.hidden_size, num_heads=cfg.num_heads):
+                return f"DiT-{size}/{cfg.patch_size}"
+        return f"DiT(depth={cfg.depth}, hidden={cfg.hidden_size}, heads={cfg.num_heads}, patch={cfg.patch_size})"
+
+    def position_table(self):
+        """The fixed position table ``(L, D)`` this config asks for."""
+        if self.config.pos_embed == "frame3d":
+            return frame3d_pos_embed(self.config.hidden_size, self.layout)
+        return grid2d_pos_embed(self.config.hidden_size, *self.layout.token_grid)
+
+    @torch.no_grad()
+    def initialize_weights(self):
+        """DiT's initialisation; adaLN-Zero makes every block the identity and the output zero."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        self.pos_embed.copy_(self.position_table().unsqueeze(0))
+        w = self.x_embedder.proj.weight  # a linear map on flattened patches
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.proj.bias)
+        if self.y_embedder is not None:
+            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for layer in [b.adaLN_modulation[-1] for b in self.blocks] + [self.final_layer.adaLN_modulation[-1]]:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    def unpatchify(self, x):
+        """Tokens ``(N, L, p*p*C)`` -> image ``(N, C, H, W)``; each token's outputs are ordered (py, px, channel)."""
+        p, c = self.config.patch_size, self.out_channels
+        gh, gw = self.layout.token_grid
+        x = x.reshape(x.shape[0], gh, gw, p, p, c)  # (N, gh, gw, p, p, C)
+        x = x.permute(0, 5, 1, 3, 2, 4)  # (N, C, gh, p, gw, p)
+        return x.reshape(x.shape[0], c, gh * p, gw * p)  # (N, C, H, W)
+
+    def _check_inputs(self, x, t, y):
+        want = (self.in_channels, *self.config.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != want:
+            shape = ", ".join(map(str, want))
+            raise GriditError(f"{self.name} expects x of shape (N, {shape}), got {tuple(x.shape)}")
+        if t.shape != (x.shape[0],):
+            raise GriditError(f"t must have shape ({x.shape[0]},), got {tuple(t.shape)}")
+        if self.y_embedder is None and y is not None:
+            raise GriditError("this model is unconditional (num_classes=0): pass y=None")
+        if self.y_embedder is not None and (y is None or y.shape != (x.shape[0],)):
+            raise GriditError(f"this model is class-conditional: pass labels y of shape ({x.shape[0]},)")
+
+    def forward(self, x, t, y=None, attn_mask=None, return_attn=False):
+        """Predict noise (and variance values if ``learn_sigma``) for noisy grids ``x (N, C, H, W)`` at steps ``t``.
+
+        Returns ``(N, out_channels, H, W)``; with ``return_attn`` also a list of per-block probabilities
+        ``(N, heads, L, L)`` (memory grows as L^2 times depth: keep N small).
+        """
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t  # (N,)
+        self._check_inputs(x, t, y)
+        x = self.x_embedder(x) + self.pos_embed  # (N, L, D)
+        c = self.t_embedder(t)  # (N, D)
+        if self.y_embedder is not None:
+            c = c + self.y_embedder(y, self.training)  # (N, D)
+        attns = []
+        for block in self.blocks:
+            x = block(x, c, attn_mask, return_attn)  # (N, L, D), or with probs (N, heads, L, L)
+            if return_attn:
+                x, probs = x
+                attns.append(probs)
+        x = self.final_layer(x, c)  # (N, L, p*p*C_out)
+        x = self.unpatchify(x)  # (N, C_out, H, W)
+        return (x, attns) if return_attn else x
+
+
+# ---------------------------------------------------------------------------- registry
+
+_SIZES = {  # depth, width and heads of the paper's sizes, plus tiny (T) and nano (N) ones that train on a CPU
+    "XL": dict(depth=28, hidden_size=1152, num_heads=16),
+    "L": dict(depth=24, hidden_size=1024, num_heads=16),
+    "B": dict(depth=12, hidden_size=768, num_heads=12),
+    "S": dict(depth=12, hidden_size=384, num_heads=6),
+    "T": dict(depth=6, hidden_size=192, num_heads=3),
+    "N": dict(depth=4, hidden_size=128, num_heads=4),
+}
+
+
+def DiT_XL_2(**kw): return DiT(DiTConfig(**{"patch_size": 2, **_SIZES["XL"], **kw}))
+def DiT_XL_4(**kw): return DiT(DiTConfig(**{"patch_size": 4, **_SIZES["XL"], **kw}))
+def DiT_XL_8(**kw): return DiT(DiTConfig(**{"patch_size": 8, **_SIZES["XL"], **kw}))
+def DiT_L_2(**kw): return DiT(DiTConfig(**{"patch_size": 2, **_SIZES["L"], **kw}))
+def DiT_L_4(**kw): return DiT(DiTConfig(**{"patch_size": 4, **_SIZES["L"], **kw}))
+def DiT_L_8(**kw): return DiT(DiTConfig(**{"patch_size": 8, **_SIZES["L"], **kw}))
+def DiT_B_2(**kw): return DiT(DiTConfig(**{"patch_size": 2, **_SIZES["B"], **kw}))
+def DiT_B_4(**kw): return DiT(DiTConfig(**{"patch_size": 4, **_SIZES["B"], **kw}))
+def DiT_B_8(**kw): return DiT(DiTConfig(**{"patch_size": 8, **_SIZES["B"], **kw}))
+def DiT_S_2(**kw): return DiT(DiTConfig(**{"patch_size": 2, **_SIZES["S"], **kw}))
+def DiT_S_4(**kw): return DiT(DiTConfig(**{"patch_size": 4, **_SIZES["S"], **kw}))
+def DiT_S_8(**kw): return DiT(DiTConfig(**{"patch_size": 8, **_SIZES["S"], **kw}))
+def DiT_T_2(**kw): return DiT(DiTConfig(**{"patch_size": 2, **_SIZES["T"], **kw}))
+def DiT_T_4(**kw): return DiT(DiTConfig(**{"patch_size": 4, **_SIZES["T"], **kw}))
+def DiT_N_2(**kw): return DiT(DiTConfig(**{"patch_size": 2, **_SIZES["N"], **kw}))
+def DiT_N_4(**kw): return DiT(DiTConfig(**{"patch_size": 4, **_SIZES["N"], **kw}))
+
+
+DiT_models = {
+    "DiT-XL/2": DiT_XL_2, "DiT-XL/4": DiT_XL_4, "DiT-XL/8": DiT_XL_8,
+    "DiT-L/2": DiT_L_2, "DiT-L/4": DiT_L_4, "DiT-L/8": DiT_L_8,
+    "DiT-B/2": DiT_B_2, "DiT-B/4": DiT_B_4, "DiT-B/8": DiT_B_8,
+    "DiT-S/2": DiT_S_2, "DiT-S/4": DiT_S_4, "DiT-S/8": DiT_S_8,
+    "DiT-T/2": DiT_T_2, "DiT-T/4": DiT_T_4,
+    "DiT-N/2": DiT_N_2, "DiT-N/4": DiT_N_4,
+}
+
+
+def build_model(name, **kwargs):
+    """Build a registered model; ``kwargs`` go to ``DiTConfig`` and override the named size (input_size, depth, ...)."""
+    if name not in DiT_models:
+        raise GriditError(f"unknown model {name!r}; choose one of: {', '.join(DiT_models)}")
+    return DiT_models[name](**kwargs)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+@dataclass
+class LoadReport:
+    """What ``load_checkpoint`` took from a checkpoint, what it left, and why."""
+
+    source: str  # "raw state dict", "checkpoint['ema']", "checkpoint['model']"
+    loaded: list = field(default_factory=list)  # keys copied as they are
+    missing: list = field(default_factory=list)  # model keys absent from the file: kept as initialised
+    dropped: list = field(default_factory=list)  # file keys the model does not use
+    resized: list = field(default_factory=list)  # file keys adapted to the model's shape
+    notes: dict = field(default_factory=dict)  # key -> why it was dropped or how it was resized
+
+    def __str__(self):
+        def names(keys):
+            shown = [f"{k} ({self.notes[k]})" if k in self.notes else k for k in keys[:3]]
+            return ", ".join(shown) + (f", ... {len(keys) - 3} more" if len(keys) > 3 else "")
+
+        parts = [f"loaded {len(self.loaded)} tensors from {self.source}"]
+        for label, keys in (("resized", self.resized), ("missing", self.missing), ("dropped", self.dropped)):
+            if keys:
+                parts.append(f"{label} {len(keys)}: {names(keys)}")
+        return "; ".join(parts)
+
+
+_OUT_KEYS = ("final_layer.linear.weight", "final_layer.linear.bias")
+
+
+def _pick_state_dict(obj, prefer):
+    if not isinstance(obj, Mapping):
+        raise GriditError(f"not a DiT checkpoint: expected a dict, got {type(obj).__name__}")
+    other = "model" if prefer == "ema" else "ema"
+    for key in (prefer, other):
+        if isinstance(obj.get(key), Mapping):
+            return obj[key], f"checkpoint[{key!r}]"
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, "raw state dict"
+    raise GriditError(f"not a DiT checkpoint: no 'ema' or 'model' state dict among keys {sorted(obj)[:8]}")
+
+
+def _strip_prefixes(key):
+    while key.startswith(("module.", "_orig_mod.")):  # DDP and torch.compile wrappers
+        key = key.split(".", 1)[1]
+    return key
+
+
+def _resize_pos_embed(table, gh, gw):
+    """Bicubic resize of a ``(1, n, D)`` table onto ``gh x gw`` tokens; the file's grid is square or of that aspect."""
+    n, d = table.shape[1], table.shape[2]
+    h0 = math.isqrt(n) if math.isqrt(n) ** 2 == n else round(math.sqrt(n * gh / gw))
+    w0 = n // max(h0, 1)
+    if h0 * w0 != n:
+        raise GriditError(f"cannot tell the token grid of a pos_embed with {n} tokens")
+    grid = table.float().reshape(1, h0, w0, d).permute(0, 3, 1, 2)  # (1, D, h0, w0)
+    grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)  # (1, D, gh, gw)
+    return grid.permute(0, 2, 3, 1).reshape(1, gh * gw, d).to(table.dtype)  # (1, gh*gw, D)
+
+
+def _fit_out_channels(value, mine, patch):
+    """Final-linear rows run (py, px, channel): per patch cell copy the leading shared channels, keep the rest."""
+    file_rows = value.reshape(patch * patch, -1, *value.shape[1:])  # (p*p, C_file, ...)
+    fitted = mine.clone().reshape(patch * patch, -1, *mine.shape[1:])  # (p*p, C_model, ...)
+    c = min(file_rows.shape[1], fitted.shape[1])
+    fitted[:, :c] = file_rows[:, :c]
+    return fitted.reshape(mine.shape)
+
+
+def load_checkpoint(model, source, *, prefer="ema", allow_out_channel_slice=False):
+    """Load a path or dict into ``model`` (strict), adapting ``pos_embed``; returns a ``LoadReport``.
+
+    Accepts a raw state dict (the official DiT files hold the EMA weights so) or a dict with ``"model"`` and/or
+    ``"ema"`` state dicts (``prefer`` picks). A shape mismatch other than ``pos_embed`` is a ``GriditError``; with
+    ``allow_out_channel_slice`` a learned-sigma final layer (2C outputs) may feed a C-output model or the reverse.
+    """
+    if prefer not in ("ema", "model"):
+        raise GriditError(f"prefer must be 'ema' or 'model', got {prefer!r}")
+    obj = load_file(source) if isinstance(source, (str, os.PathLike)) else source
+    state, where = _pick_state_dict(obj, prefer)
+    state = {_strip_prefixes(k): v for k, v in state.items()}
+    own = model.state_dict()
+    report, merged, mismatched = LoadReport(source=where), dict(own), []
+    p, c = model.config.patch_size, model.in_channels
+    for key, value in state.items():
+        mine = own.get(key)
+        if mine is None:
+            report.dropped.append(key)
+            continue
+        if not isinstance(value, torch.Tensor):
+            mismatched.append((f"{key} is a {type(value).__name__} in the file", False))
+            continue
+        sigma = (key in _OUT_KEYS and value.shape[1:] == mine.shape[1:]
+                 and {value.shape[0], mine.shape[0]} == {p * p * c, p * p * 2 * c})  # learned sigma on one side
+        if key == "pos_embed" and model.config.pos_embed == "frame3d" and not (
+            value.shape == mine.shape and torch.equal(value.to(mine), mine)
+        ):
+            report.dropped.append(key)
+            report.notes[key] = "the frame3d model computes its own table"
+        elif value.shape == mine.shape:
+            merged[key] = value
+            report.loaded.append(key)
+        elif key == "pos_embed" and value.ndim == 3 and value.shape[2] == mine.shape[2]:
+            merged[key] = _resize_pos_embed(value, *model.layout.token_grid)
+            report.resized.append(key)
+            report.notes[key] = f"bicubic {tuple(value.shape)} -> {tuple(mine.shape)}"
+        elif sigma and allow_out_channel_slice:
+            merged[key] = _fit_out_channels(value, mine, p)
+            report.resized.append(key)
+            report.notes[key] = f"output channels {value.shape[0] // (p * p)} -> {mine.shape[0] // (p * p)}"
+        else:
+            mismatched.append((f"{key} is {tuple(value.shape)} in the file, {tuple(mine.shape)} in the model", sigma))
+    if mismatched:
+        mismatched.sort(key=lambda m: m[0].startswith("pos_embed"))  # name a weight first: it tells the size apart
+        more = f" ({len(mismatched)} tensors differ)" if len(mismatched) > 1 else ""
+        sigma_only = all(s for _, s in mismatched)
+        hint = "; learned sigma differs: allow_out_channel_slice=True adapts it" if sigma_only else ""
+        raise GriditError(f"checkpoint does not fit {model.name}: {mismatched[0][0]}{more}{hint}")
+    if not report.loaded and not report.resized:
+        raise GriditError(f"checkpoint shares no tensor with {model.name} ({where} has {len(state)} keys)")
+    report.missing = [k for k in own if k not in state]
+    model.load_state_dict(merged, strict=True)
+    return report

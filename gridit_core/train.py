@@ -1,0 +1,331 @@
+"""Stage-1 training: one trainer for a laptop CPU and for ``torchrun`` on a GPU cluster.
+
+What the official code gets wrong and this trainer does not (see GRIDIT_NOTES.md): EMA and the LR schedule
+step once per *optimizer* step, not per micro-batch; DDP skips the gradient all-reduce (``no_sync``) on all
+but the last micro-batch; checkpoints are written atomically and resume exactly (weights, EMA, optimizer,
+scheduler, step, data order and random state).
+"""
+
+import contextlib
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from gridit_core.ckpt import load_file, save_atomic
+from gridit_core.data import BouncingConfig, open_dataset
+from gridit_core.diffusion import Diffusion, DiffusionConfig
+from gridit_core.errors import GriditError
+from gridit_core.models import DiT, DiTConfig, build_model, load_checkpoint
+from gridit_core.organise import GridFolder, is_grid_folder
+
+CHECKPOINT_KIND = "gridit-stage1"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a stage-1 run depends on; saved in every checkpoint."""
+
+    data: str = "builtin:bouncing"  # a dataset folder, a GIF/video, or builtin:bouncing / builtin:digits
+    model: str = "DiT-T/4"  # a name from gridit_core.models.DiT_models
+    rows: int = 2  # grid rows
+    cols: int = 2  # grid columns
+    frame_size: int = 16  # each cell is frame_size x frame_size pixels
+    stride: int = 1  # temporal subsampling of the source frames
+    resize: str = "stretch"  # stretch (official) | center-crop | none
+    pos_embed: str = "grid2d"  # grid2d (official) | frame3d
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 32  # grids per optimizer step per process (split into grad_accum micro-batches)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 3e-4  # AdamW peak learning rate
+    weight_decay: float = 0.0
+    warmup: int = 100  # optimizer steps of linear warm-up
+    ema_decay: float = 0.999  # per optimizer step
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp32) | fp32 | bf16
+    diffusion: dict = field(default_factory=dict)  # DiffusionConfig fields
+    model_kwargs: dict = field(default_factory=dict)  # extra DiTConfig fields
+    n_sequences: int = 2000  # sequences generated for a builtin dataset
+    builtin: dict = field(default_factory=dict)  # BouncingConfig fields for builtin:bouncing
+    init: str = ""  # checkpoint to start from (official DiT or ours); empty = random init
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 250
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise GriditError("steps, batch size and grad_accum must be positive")
+        if self.batch_size % self.grad_accum:
+            raise GriditError(f"batch size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise GriditError(f"unknown precision {self.precision!r}: use auto, fp32 or bf16")
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def resolve_device(name="auto"):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model_and_diffusion(cfg: TrainConfig):
+    """The DiT and the diffusion process a config describes."""
+    diffusion = Diffusion(DiffusionConfig(**cfg.diffusion))
+    model = build_model(
+        cfg.model,
+        input_size=(cfg.rows * cfg.frame_size, cfg.cols * cfg.frame_size),
+        in_channels=3,
+        rows=cfg.rows,
+        cols=cfg.cols,
+        pos_embed=cfg.pos_embed,
+        learn_sigma=diffusion.config.learn_sigma,
+        **cfg.model_kwargs,
+    )
+    return model, diffusion
+
+
+def training_data(cfg: TrainConfig):
+    """The grids a config trains on: an organised grid folder, or grids cut from sequences on the fly."""
+    if is_grid_folder(cfg.data):
+        return GridFolder(cfg.data, cfg.rows, cfg.cols, cfg.frame_size)
+    bouncing = BouncingConfig(frame_size=cfg.frame_size, **cfg.builtin) if cfg.builtin else None
+    return open_dataset(
+        cfg.data, cfg.rows, cfg.cols, cfg.frame_size, stride=cfg.stride, resize=cfg.resize,
+        split="train", seed=cfg.seed, n_sequences=cfg.n_sequences, bouncing=bouncing,
+    )
+
+
+def lr_factor(step, warmup):
+    """Linear warm-up to the peak learning rate, then constant (the official schedule, stepped correctly)."""
+    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+
+@torch.no_grad()
+def update_ema(ema, model, decay):
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+class InfiniteBatches:
+    """Deterministic batches: epoch ``e`` is a permutation seeded by ``(seed, e)``; rank ``r`` takes every ``world``-th item.
+
+    The position is derived from the number of samples drawn, so resuming needs only the step count.
+    """
+
+    def __init__(self, dataset, batch_size, seed, rank=0, world=1):
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.rank, self.world = rank, world
+        self.per_epoch = len(dataset) // world
+        if self.per_epoch < 1:
+            raise GriditError(f"the dataset has {len(dataset)} grids, fewer than the {world} processes")
+        self.drawn = 0
+
+    def _order(self, epoch):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.dataset), generator=g)[self.rank :: self.world][: self.per_epoch]
+
+    def next(self):
+        items, order, order_epoch = [], None, -1
+        for k in range(self.drawn, self.drawn + self.batch_size):
+            epoch, pos = divmod(k, self.per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = self._order(epoch), epoch
+                if hasattr(self.dataset, "set_epoch"):
+                    self.dataset.set_epoch(epoch)
+            items.append(self.dataset[int(order[pos])])
+        self.drawn += self.batch_size
+        return torch.stack(items)
+
+
+def _dist_info():
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device):
+    """Join the process group that ``torchrun`` describes in the environment (gloo on CPU, nccl on CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+    return device
+
+
+class Trainer:
+    """Trains a stage-1 grid DiT; ``Trainer(cfg, out_dir).fit()``. ``out_dir`` holds ``checkpoints/`` and ``metrics.jsonl``."""
+
+    def __init__(self, cfg: TrainConfig, out_dir, *, resume=False, overwrite=False, dataset=None):
+        self.cfg, self.out_dir = cfg, Path(out_dir)
+        self.ckpt_path = self.out_dir / "checkpoints" / "last.pt"
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.device = init_distributed(resolve_device(cfg.device))
+        self.rank, self.world = _dist_info()
+        self._check_output(resume, overwrite)
+
+        torch.manual_seed(cfg.seed)
+        self.dataset = dataset if dataset is not None else training_data(cfg)
+        model, self.diffusion = build_model_and_diffusion(cfg)
+        if cfg.init:
+            report = load_checkpoint(model, cfg.init)
+            self.log_line(f"initialised from {cfg.init}: {report}")
+        self.model = model.to(self.device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.warmup))
+        self.ddp = None
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.micro = cfg.batch_size // cfg.grad_accum
+        self.batches = InfiniteBatches(self.dataset, self.micro, cfg.seed, self.rank, self.world)
+        self.generator = torch.Generator(self.device).manual_seed(cfg.seed * 7919 + self.rank)
+        self.step = 0
+        if resume and self.ckpt_path.exists():
+            self._restore(load_file(self.ckpt_path, map_location=self.device))
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    def _check_output(self, resume, overwrite):
+        has_results = self.ckpt_path.exists() or self.metrics_path.exists()
+        if has_results and not (resume or overwrite):
+            raise GriditError(f"{self.out_dir} already holds a training run; pass --resume to continue it or --overwrite to replace it")
+        if has_results and overwrite and not resume and self.rank == 0:
+            self.ckpt_path.unlink(missing_ok=True)
+            self.metrics_path.unlink(missing_ok=True)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def log_line(self, text):
+        if self.rank == 0:
+            tqdm.write(text)
+
+    def _autocast(self):
+        want = self.cfg.precision
+        if want == "auto":
+            want = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        if want == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def state_dict(self):
+        return {
+            "kind": CHECKPOINT_KIND,
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "step": self.step,
+            "samples_drawn": self.batches.drawn,
+            "generator": self.generator.get_state(),
+            "config": asdict(self.cfg),
+            "model_config": asdict(self.model.config),
+            "diffusion_config": asdict(self.diffusion.config),
+        }
+
+    def _restore(self, state):
+        if state.get("kind") != CHECKPOINT_KIND:
+            raise GriditError(f"{self.ckpt_path} is not a stage-1 training checkpoint")
+        if state["model_config"] != asdict(self.model.config):
+            raise GriditError(f"cannot resume {self.ckpt_path}: it was trained with another model configuration")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.step = state["step"]
+        self.batches.drawn = state["samples_drawn"]
+        self.generator.set_state(state["generator"].cpu() if self.device.type != "cpu" else state["generator"])
+        self.log_line(f"resumed {self.ckpt_path} at step {self.step}")
+
+    def save(self):
+        if self.rank == 0:
+            save_atomic(self.state_dict(), self.ckpt_path)
+
+    # ---- training ----------------------------------------------------------------------------
+    def train_step(self):
+        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss and grad norm."""
+        net = self.ddp or self.model
+        self.model.train()
+        total = 0.0
+        for i in range(self.cfg.grad_accum):
+            x = self.batches.next().to(self.device)  # (B, C, GH, GW)
+            last = i == self.cfg.grad_accum - 1
+            sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
+            with sync:
+                with self._autocast():
+                    loss = self.diffusion.training_losses(net, x, generator=self.generator)["loss"].mean()
+                (loss / self.cfg.grad_accum).backward()
+            total += loss.item() / self.cfg.grad_accum
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        update_ema(self.ema, self.model, self.cfg.ema_decay)
+        self.step += 1
+        return total, grad_norm
+
+    def fit(self, progress=True, callback=None):
+        """Train until ``cfg.steps``; returns the last logged metrics. ``callback(metrics)`` runs at each log."""
+        cfg = self.cfg
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="training", unit="step", disable=not progress or self.rank)
+        last, window, t0 = {}, [], time.perf_counter()
+        while self.step < cfg.steps:
+            loss, grad_norm = self.train_step()
+            window.append(loss)
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                elapsed = time.perf_counter() - t0
+                last = {
+                    "step": self.step,
+                    "loss": sum(window) / len(window),
+                    "grad_norm": grad_norm,
+                    "lr": self.sched.get_last_lr()[0],
+                    "steps_per_s": len(window) / elapsed,
+                }
+                window, t0 = [], time.perf_counter()
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+                if self.rank == 0:
+                    with open(self.metrics_path, "a") as f:
+                        f.write(json.dumps(last) + "\n")
+                if callback is not None:
+                    callback(last)
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                self.save()
+        bar.close()
+        return last
+
+
+def read_metrics(path):
+    """The metrics log as a list of dicts."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_trained(path, *, use_ema=True, device="cpu"):
+    """Rebuild a stage-1 model (EMA weights by default) and its diffusion from one of our checkpoints.
+
+    Returns ``(model, diffusion, config)`` with the model in eval mode.
+    """
+    state = load_file(path, map_location="cpu")
+    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
+        raise GriditError(f"{path} is not a GriDiT stage-1 checkpoint (no kind {CHECKPOINT_KIND!r})")
+    cfg = TrainConfig.from_dict(state["config"])
+    diffusion = Diffusion(DiffusionConfig(**state["diffusion_config"]))
+    model = DiT(DiTConfig(**state["model_config"]))
+    weights = state["ema" if use_ema else "model"]
+    model.load_state_dict(weights)  # strict: a checkpoint that does not match its own config is corrupt
+    return model.to(device).eval(), diffusion, cfg

@@ -1,0 +1,114 @@
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+
+from gridit_core import sequence
+from gridit_core.diffusion import Diffusion, DiffusionConfig
+from gridit_core.errors import GriditError
+from gridit_core.grid import frames_to_grid, grid_to_frames
+from gridit_core.models import DiT, DiTConfig
+from gridit_core.sequence import SequencePlan, generate_frames, sample_sequence
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = DiT(DiTConfig(input_size=(16, 24), patch_size=4, in_channels=3, rows=2, cols=3, learn_sigma=False, depth=1, hidden_size=32, num_heads=2))
+    return model.eval(), Diffusion(DiffusionConfig(num_steps=50))
+
+
+def fake_model(c, h, w):
+    return SimpleNamespace(in_channels=c, config=SimpleNamespace(input_size=(h, w)))
+
+
+class FakeSampler:
+    """Stands in for ``diffusion.sample``: records what each grid was conditioned on, fills the rest with fresh frames."""
+
+    def __init__(self, rows=2):
+        self.rows, self.calls, self.counter = rows, [], 0
+
+    def __call__(self, diffusion, model, shape, *, known=None, known_mask=None, callback=None, steps=1, **_):
+        n, c, h, w = shape
+        frames = torch.empty(n, 6, c, h // self.rows, w // (6 // self.rows))
+        for i in range(6):  # every frame gets a unique constant value
+            self.counter += 1
+            frames[:, i] = self.counter
+        grid = frames_to_grid(frames, self.rows, 6 // self.rows)
+        if known is not None:
+            grid = torch.where(known_mask, known, grid)
+        self.calls.append((known, known_mask))
+        for i in range(steps):
+            callback({"i": i})
+        return grid
+
+
+@pytest.mark.parametrize(
+    "n,rows,overlap,interpolate",
+    [(1, 2, 3, False), (6, 2, 3, False), (7, 2, 3, False), (20, 2, 4, False), (13, 2, 0, False), (9, 3, 4, True), (40, 3, 2, True)],
+)
+def test_exact_length_and_conditioning(monkeypatch, n, rows, overlap, interpolate):
+    fake = FakeSampler(rows)
+    monkeypatch.setattr(sequence.gd, "sample", fake)
+    cols = 6 // rows
+    frames = list(generate_frames(fake_model(3, 4 * rows, 4 * cols), None, n, rows=rows, cols=cols, overlap=overlap,
+                                  interpolate=interpolate, steps=2, progress=False))
+    assert len(frames) == n
+    plan = SequencePlan(n, rows, cols, overlap, interpolate)
+    assert len(fake.calls) <= plan.total_grids
+    values = [f[0, 0, 0, 0].item() for f in frames]
+    assert len(set(values)) == n, "a frame was emitted twice"
+    if not interpolate:
+        # each continuation grid is conditioned on exactly the last `overlap` frames emitted before it
+        emitted = 6
+        for known, mask in fake.calls[1:]:
+            if overlap == 0:
+                assert known is None
+                continue
+            cond = grid_to_frames(known, rows, cols)[0, :overlap, 0, 0, 0].tolist()
+            assert cond == values[emitted - overlap : emitted]
+            assert grid_to_frames(mask.expand(1, 1, 8, 12), rows, cols)[0, :, 0].flatten(1).all(1).tolist() == [True] * overlap + [False] * (6 - overlap)
+            emitted += 6 - overlap
+
+
+def test_inbetweening_keeps_keyframe_rows_in_order(monkeypatch):
+    fake = FakeSampler(rows=3)
+    monkeypatch.setattr(sequence.gd, "sample", fake)
+    frames = list(generate_frames(fake_model(3, 12, 8), None, 12, rows=3, cols=2, overlap=4, interpolate=True, steps=1, progress=False))
+    values = [f[0, 0, 0, 0].item() for f in frames]
+    start = fake.calls[0]
+    assert start[0] is None
+    # first emitted row is the first keyframe row; an in-between grid then holds rows (key0, key1) as its first and last rows
+    inbetween_known = grid_to_frames(fake.calls[1][0], 3, 2)[0, :, 0, 0, 0].tolist()
+    assert inbetween_known[:2] == values[:2] and inbetween_known[4:] == values[4:6]
+
+
+def test_plan_counts_match_the_official_setting():
+    plan = SequencePlan(64, 4, 4, overlap=12)
+    assert plan.continuation_grids == 12  # 16 + 12*4 = 64
+    assert SequencePlan(1, 4, 4, 12).total_grids == 1
+    with pytest.raises(GriditError, match="at least 1"):
+        SequencePlan(0, 4, 4, 12)
+    with pytest.raises(GriditError, match="overlap"):
+        SequencePlan(10, 2, 2, 4)
+
+
+def test_real_model_is_deterministic_and_writes_exactly_n_files(tiny, tmp_path):
+    model, diffusion = tiny
+    kw = dict(rows=2, cols=3, overlap=3, steps=3, progress=False)
+    a = sample_sequence(model, diffusion, 8, seed=1, **kw)
+    b = sample_sequence(model, diffusion, 8, seed=1, **kw)
+    c = sample_sequence(model, diffusion, 8, seed=2, **kw)
+    assert a.shape == (1, 8, 3, 8, 8)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    out = sample_sequence(model, diffusion, 8, seed=1, out_dir=tmp_path / "run", **kw)
+    files = sorted((out / "frames").iterdir())
+    assert [f.name for f in files] == [f"{i:06d}.png" for i in range(8)]
+    with Image.open(out / "sequence.gif") as gif:
+        assert gif.n_frames == 8
+    with pytest.raises(GriditError, match="already holds results"):
+        sample_sequence(model, diffusion, 8, seed=1, out_dir=tmp_path / "run", **kw)
+    assert len(list((out / "frames").iterdir())) == 8  # nothing lost by the refusal
