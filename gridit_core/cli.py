@@ -1,6 +1,7 @@
 """The ``gridit`` command: organise, train, sample, demo. Bad input ends with one line on stderr and exit code 2."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -8,6 +9,15 @@ from gridit_core.errors import GriditError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO_ROOT / "notebooks" / "experiments" / "quickstart.ipynb"
+# DiTConfig fields the trainer sets from the grid and diffusion flags; --model-kwargs may set the others
+TRAINER_SET = {"input_size", "in_channels", "rows", "cols", "pos_embed", "learn_sigma"}
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line, ``gridit CMD: error: ...``, the same shape as every other error of the command."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive(kind):
@@ -17,14 +27,64 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
         return value
 
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
     return parse
+
+
+def _at_least_zero(kind):
+    def parse(text):
+        value = kind(text)
+        if not value >= 0:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _unit_interval(text):
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+    return value
+
+
+def _json_object(text):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg} at character {e.pos}): {text}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object like '{{\"depth\": 2}}', got {text}")
+    return value
+
+
+def _device(name):
+    """The torch device ``--device`` names, refused here if it cannot be used rather than midway through a run."""
+    import torch
+
+    from gridit_core.train import resolve_device
+
+    try:
+        device = resolve_device(name)
+    except RuntimeError as e:
+        raise GriditError(f"unknown device {name!r}: {' '.join(str(e).split())}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GriditError(f"device {name!r} asked for, but CUDA is not available here")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise GriditError(f"device {name!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    return device
+
+
+def _progress():
+    """Progress bars only on a terminal: piped or captured stderr keeps just the messages."""
+    return sys.stderr.isatty()
 
 
 def _grid_args(p, frame_size_default=None):
     p.add_argument("--rows", type=_positive(int), default=2, help="grid rows (official: 4)")
     p.add_argument("--cols", type=_positive(int), default=2, help="grid columns (official: 4)")
-    p.add_argument("--frame-size", type=_positive(int), default=frame_size_default, required=frame_size_default is None,
-                   help="frame side in pixels (official: 128)")
+    p.add_argument("--frame-size", type=_positive(int), default=frame_size_default, help="frame side in pixels (official: 128)")
     p.add_argument("--stride", type=_positive(int), default=1, help="take every K-th source frame")
     p.add_argument("--resize", choices=["stretch", "center-crop", "none"], default="stretch",
                    help="stretch (official, aspect not kept), center-crop, or none (frames must have the size)")
@@ -34,12 +94,34 @@ def cmd_organise(a):
     from gridit_core.organise import organise
 
     n = organise(a.src, a.dst, rows=a.rows, cols=a.cols, frame_size=a.frame_size, stride=a.stride,
-                 overlap=a.overlap, resize=a.resize, overwrite=a.overwrite)
+                 overlap=a.overlap, resize=a.resize, overwrite=a.overwrite, progress=_progress())
     print(f"wrote {n} grids to {a.dst}")
 
 
+def _check_model(cfg):
+    """Build the model on the meta device (no memory, no weights) so a bad size fails before data or output is touched."""
+    import torch
+
+    from gridit_core.models import DiTConfig
+    from gridit_core.train import build_model_and_diffusion
+
+    unknown = set(cfg.model_kwargs) - (set(DiTConfig.__dataclass_fields__) - TRAINER_SET)
+    if unknown:
+        allowed = sorted(set(DiTConfig.__dataclass_fields__) - TRAINER_SET)
+        raise GriditError(f"--model-kwargs: unknown or trainer-set keys {sorted(unknown)}; allowed: {', '.join(allowed)}")
+    try:
+        with torch.device("meta"):
+            build_model_and_diffusion(cfg)
+    except GriditError:
+        raise
+    except (TypeError, ValueError) as e:
+        if not cfg.model_kwargs:
+            raise
+        raise GriditError(f"--model-kwargs {json.dumps(cfg.model_kwargs)}: {e}") from None
+
+
 def cmd_train(a):
-    from gridit_core.train import Trainer, TrainConfig
+    from gridit_core.train import Trainer, TrainConfig, training_data
 
     diffusion = {"schedule": a.schedule, "prediction": a.prediction, "learn_sigma": a.learn_sigma,
                  "loss_weighting": a.loss_weighting}
@@ -47,39 +129,48 @@ def cmd_train(a):
         data=a.data, model=a.model, rows=a.rows, cols=a.cols, frame_size=a.frame_size, stride=a.stride,
         resize=a.resize, pos_embed=a.pos_embed, steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
         lr=a.lr, warmup=a.warmup, ema_decay=a.ema_decay, precision=a.precision, diffusion=diffusion,
-        init=a.init or "", seed=a.seed, ckpt_every=a.ckpt_every, device=a.device,
+        model_kwargs=a.model_kwargs, n_sequences=a.n_sequences, init=a.init or "", seed=a.seed,
+        ckpt_every=a.ckpt_every, device=a.device,
     )
-    metrics = Trainer(cfg, a.out, resume=a.resume, overwrite=a.overwrite).fit()
-    print(f"step {metrics.get('step')}: loss {metrics.get('loss', float('nan')):.4f}; checkpoint in {Path(a.out) / 'checkpoints'}")
+    _device(cfg.device)
+    _check_model(cfg)
+    dataset = training_data(cfg)  # opened before the Trainer, whose --overwrite clears the old run
+    trainer = Trainer(cfg, a.out, resume=a.resume, overwrite=a.overwrite, dataset=dataset)
+    metrics = trainer.fit(progress=_progress())
+    loss = f"loss {metrics['loss']:.4f}; " if "loss" in metrics else ""
+    print(f"step {trainer.step}: {loss}checkpoint in {Path(a.out) / 'checkpoints'}")
 
 
 def cmd_sample(a):
     from gridit_core.sequence import sample_sequence
-    from gridit_core.train import load_trained, resolve_device
+    from gridit_core.train import load_trained
 
-    device = resolve_device(a.device)
-    model, diffusion, cfg = load_trained(a.ckpt, device=device)
+    model, diffusion, cfg = load_trained(a.ckpt, device=_device(a.device))
     out = sample_sequence(
         model, diffusion, a.frames, rows=cfg.rows, cols=cfg.cols, out_dir=a.out, overwrite=a.overwrite,
         overlap=a.overlap, interpolate=a.interpolate, sampler=a.sampler, steps=a.steps, eta=a.eta,
-        resample=a.resample, seed=a.seed, device=device, fps=a.fps,
+        resample=a.resample, seed=a.seed, device=model.pos_embed.device, fps=a.fps, progress=_progress(),
     )
     print(f"wrote {a.frames} frames to {Path(out) / 'frames'} and {Path(out) / 'sequence.gif'}")
 
 
 def cmd_demo(a):
+    from gridit_core.sequence import prepare_output_dir
+
+    if not QUICKSTART.is_file():
+        raise GriditError(f"the quickstart notebook {QUICKSTART} is missing; run the demo from a source checkout")
+    params = {"OUT_DIR": str(Path(a.out).resolve())}
+    for item in a.param or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise GriditError(f"-p takes NAME=VALUE with NAME a notebook parameter, got {item!r}")
+        params[key] = _literal(value)
     import papermill as pm
 
     out = Path(a.out)
-    from gridit_core.sequence import prepare_output_dir
-
     prepare_output_dir(out, a.overwrite, ["index.html", "metrics.json", "quickstart.ipynb"])
-    params = {"OUT_DIR": str(out.resolve())}
-    for item in a.param or []:
-        key, _, value = item.partition("=")
-        params[key] = _literal(value)
     pm.execute_notebook(str(QUICKSTART), str(out / "quickstart.ipynb"), parameters=params, kernel_name="python3",
-                        cwd=str(QUICKSTART.parent), progress_bar=True)
+                        cwd=str(QUICKSTART.parent), progress_bar=_progress())
     print(f"report: {out / 'index.html'}")
 
 
@@ -95,56 +186,66 @@ def _literal(text):
 def build_parser():
     from gridit_core.models import DiT_models
 
-    parser = argparse.ArgumentParser(prog="gridit", description=__doc__)
+    parser = Parser(prog="gridit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("organise", help="convert a sequence dataset into grid images")
+    p = sub.add_parser("organise", help="convert a sequence dataset into grid images",
+                       description="Cut every sequence under SRC into full chunks of rows*cols frames and write each as "
+                                   "one grid image in DST, with a manifest grids.json.")
     p.add_argument("src", help="folder of sequence folders of frames, GIFs or videos")
     p.add_argument("dst", help="output folder for the grid images")
     _grid_args(p, frame_size_default=128)
-    p.add_argument("--overlap", type=int, default=0, help="frames shared by consecutive chunks")
+    p.add_argument("--overlap", type=_at_least_zero(int), default=0, help="frames shared by consecutive chunks")
     p.add_argument("--overwrite", action="store_true", help="replace grids already in DST")
     p.set_defaults(func=cmd_organise)
 
-    p = sub.add_parser("train", help="train a stage-1 grid DiT")
+    p = sub.add_parser("train", help="train a stage-1 grid DiT",
+                       description="Train a stage-1 grid DiT; --out holds checkpoints/last.pt and metrics.jsonl.")
     p.add_argument("--data", required=True, help="dataset folder, organised grid folder, or builtin:bouncing / builtin:digits")
-    p.add_argument("--model", default="DiT-T/4", choices=sorted(DiT_models), metavar="NAME", help="model name, e.g. DiT-T/4 or DiT-XL/2")
+    p.add_argument("--model", default="DiT-T/4", choices=sorted(DiT_models), metavar="NAME",
+                   help=f"model name: {', '.join(DiT_models)}")
     _grid_args(p, frame_size_default=16)
-    p.add_argument("--steps", type=_positive(int), default=1000, help="optimizer steps")
+    p.add_argument("--steps", type=_positive(int), default=1000, help="optimizer steps (with --resume: the total)")
     p.add_argument("--out", required=True, help="run folder: checkpoints/ and metrics.jsonl")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--batch-size", type=_positive(int), default=32, help="grids per optimizer step per process")
     p.add_argument("--grad-accum", type=_positive(int), default=1, help="micro-batches per optimizer step")
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--warmup", type=int, default=100, help="warm-up optimizer steps")
-    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--lr", type=_at_least_zero(float), default=3e-4, help="AdamW peak learning rate")
+    p.add_argument("--warmup", type=_at_least_zero(int), default=100, help="warm-up optimizer steps")
+    p.add_argument("--ema-decay", type=_unit_interval, default=0.999)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--schedule", choices=["linear", "cosine"], default="linear")
     p.add_argument("--prediction", choices=["eps", "v", "x0"], default="eps")
     p.add_argument("--loss-weighting", choices=["none", "min-snr"], default="none")
     p.add_argument("--learn-sigma", action="store_true", help="learned-range variance with the IDDPM hybrid loss")
     p.add_argument("--pos-embed", choices=["grid2d", "frame3d"], default="grid2d")
+    p.add_argument("--model-kwargs", type=_json_object, default={}, metavar="JSON",
+                   help='DiTConfig overrides of the named size, e.g. \'{"depth": 2, "hidden_size": 64, "num_heads": 2}\'')
+    p.add_argument("--n-sequences", type=_positive(int), default=2000, help="sequences generated for builtin data")
     p.add_argument("--init", help="checkpoint to start from (official DiT .pt or ours)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=_positive(int), default=250)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="sample a sequence of any length from a stage-1 checkpoint")
+    p = sub.add_parser("sample", help="sample a sequence of any length from a stage-1 checkpoint",
+                       description="Sample exactly --frames frames grid by grid; writes DIR/frames/000000.png ... "
+                                   "and DIR/sequence.gif.")
     p.add_argument("--ckpt", required=True, help="stage-1 checkpoint (checkpoints/last.pt of a run)")
     p.add_argument("--frames", type=_positive(int), required=True, help="number of frames to write")
     p.add_argument("--out", required=True, help="output folder: frames/ and sequence.gif")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=_positive(int), default=50, help="denoising steps per grid")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
-    p.add_argument("--overlap", type=int, default=None, help="conditioning frames per continuation grid (default: all but the last row)")
+    p.add_argument("--eta", type=_unit_interval, default=0.0, help="DDIM eta")
+    p.add_argument("--overlap", type=_at_least_zero(int), default=None,
+                   help="conditioning frames per continuation grid (default: all but the last row)")
     p.add_argument("--interpolate", action="store_true", help="in-betweening pass between keyframe rows")
     p.add_argument("--resample", type=_positive(int), default=1, help="RePaint resampling per step (1 = replace once)")
     p.add_argument("--fps", type=_positive(int), default=8)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--overwrite", action="store_true", help="replace frames/ and sequence.gif already in --out")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("demo", help="run the quickstart notebook and write its report")
@@ -156,11 +257,16 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """Run the command; returns the exit code (0, 2 for bad input, 130 when interrupted)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error argparse has already printed
+        return e.code
     try:
         args.func(args)
     except GriditError as e:
-        print(f"gridit {args.command}: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).splitlines())
+        print(f"gridit {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -183,7 +183,10 @@ def find_sequences(root):
     if root.is_file():
         return [_file_sequence(root, root.stem)]
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    def unreadable(err):
+        raise GriditError(f"cannot read dataset folder {err.filename}: {err.strerror}")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         here = Path(dirpath)
         rel = here.relative_to(root).as_posix()
@@ -261,6 +264,13 @@ class BouncingConfig:
     speed: tuple = (1.0, 2.5)  # speed magnitude; direction is uniform
     colours: object = "palette"  # "palette" (distinct PALETTE colours per sequence) or one RGB tuple for all
     antialias: bool = True  # soft edge by pixel coverage, so sub-pixel motion shows
+
+    @classmethod
+    def for_frame_size(cls, frame_size, **overrides):
+        """The defaults (sized for 32 px frames) with radius and speed scaled to ``frame_size``."""
+        k = frame_size / 32
+        radius = (max(1.0, 2.5 * k), max(1.0, 4.0 * k))
+        return replace(cls(frame_size=frame_size, radius=radius, speed=(1.0 * k, 2.5 * k)), **overrides)
 
 
 @dataclass
@@ -377,7 +387,7 @@ def moving_digits(n_sequences, length=64, frame_size=32, n_digits=1, seed=0, spe
 
 BUILTIN = {
     "bouncing": lambda n, length, size, seed, bouncing: bouncing_shapes(
-        n, replace(bouncing or BouncingConfig(frame_size=size), length=length), seed
+        n, replace(bouncing or BouncingConfig.for_frame_size(size), length=length), seed
     ).frames,
     "digits": lambda n, length, size, seed, bouncing: moving_digits(n, length, size, seed=seed),
 }

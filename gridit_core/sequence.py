@@ -8,6 +8,7 @@ rows and generates the ``rows - 2`` rows between them. Frames are streamed out a
 so memory holds one grid and the conditioning frames, whatever the length; exactly ``n_frames`` come out.
 """
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,19 +93,32 @@ def generate_frames(
     progress=True,
     callback=None,
 ):
-    """Yield frames ``(n_sequences, C, H, W)`` one time step at a time, exactly ``n_frames`` of them."""
+    """An iterator of frames ``(n_sequences, C, H, W)``, one time step at a time, exactly ``n_frames`` of them.
+
+    Every setting is checked here, before the first grid is sampled or anything is written.
+    """
     overlap = default_overlap(rows, cols) if overlap is None else overlap
     plan = SequencePlan(n_frames, rows, cols, overlap, interpolate)
-    c = model.in_channels
-    gh, gw = model.config.input_size if isinstance(model.config.input_size, tuple) else (model.config.input_size,) * 2
+    gh, gw = model.config.image_size
     if gh % rows or gw % cols:
         raise GriditError(f"the model's {gh}x{gw} input does not split into a {rows}x{cols} grid")
+    if sampler not in gd.SAMPLERS:
+        raise GriditError(f"unknown sampler {sampler!r}; choose one of {', '.join(gd.SAMPLERS)}")
+    if not 0 <= eta <= 1:
+        raise GriditError(f"eta must be in [0, 1], got {eta}")
+    diffusion.timesteps_for(steps)  # raises for a step count the process cannot respace to
     layout = GridLayout(rows, cols, gh // rows, gw // cols)
-    shape = (n_sequences, c, gh, gw)
-    generator = torch.Generator(device).manual_seed(seed)
     opts = dict(sampler=sampler, steps=steps, resample=resample, device=device)
     if sampler == "ddim":
         opts["eta"] = eta
+    return _stream(model, diffusion, plan, layout, (n_sequences, model.in_channels, gh, gw), opts, seed, progress, callback)
+
+
+def _stream(model, diffusion, plan, layout, shape, opts, seed, progress, callback):
+    n_sequences, c = shape[:2]
+    rows, cols, overlap, n_frames, interpolate = plan.rows, plan.cols, plan.overlap, plan.n_frames, plan.interpolate
+    device, steps = opts["device"], opts["steps"]
+    generator = torch.Generator(device).manual_seed(seed)
 
     bar = tqdm(total=plan.total_grids * steps, desc="sampling", unit="step", disable=not progress)
     grid_no = [0]
@@ -211,11 +225,7 @@ def prepare_output_dir(out_dir, overwrite, outputs):
         raise GriditError(f"output folder {out_dir} already holds results ({', '.join(present)}); pass --overwrite to replace them")
     for name in present:
         path = out_dir / name
-        if path.is_dir():
-            for f in path.iterdir():
-                f.unlink()
-        else:
-            path.unlink()
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
 
 

@@ -100,7 +100,7 @@ def training_data(cfg: TrainConfig):
     """The grids a config trains on: an organised grid folder, or grids cut from sequences on the fly."""
     if is_grid_folder(cfg.data):
         return GridFolder(cfg.data, cfg.rows, cfg.cols, cfg.frame_size)
-    bouncing = BouncingConfig(frame_size=cfg.frame_size, **cfg.builtin) if cfg.builtin else None
+    bouncing = BouncingConfig.for_frame_size(cfg.frame_size, **cfg.builtin) if cfg.builtin else None
     return open_dataset(
         cfg.data, cfg.rows, cfg.cols, cfg.frame_size, stride=cfg.stride, resize=cfg.resize,
         split="train", seed=cfg.seed, n_sequences=cfg.n_sequences, bouncing=bouncing,
@@ -176,7 +176,9 @@ class Trainer:
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.device = init_distributed(resolve_device(cfg.device))
         self.rank, self.world = _dist_info()
-        self._check_output(resume, overwrite)
+        has_run = self.ckpt_path.exists() or self.metrics_path.exists()
+        if has_run and not (resume or overwrite):
+            raise GriditError(f"{self.out_dir} already holds a training run; pass --resume to continue it or --overwrite to replace it")
 
         torch.manual_seed(cfg.seed)
         self.dataset = dataset if dataset is not None else training_data(cfg)
@@ -198,17 +200,12 @@ class Trainer:
         self.step = 0
         if resume and self.ckpt_path.exists():
             self._restore(load_file(self.ckpt_path, map_location=self.device))
-
-    # ---- bookkeeping -------------------------------------------------------------------------
-    def _check_output(self, resume, overwrite):
-        has_results = self.ckpt_path.exists() or self.metrics_path.exists()
-        if has_results and not (resume or overwrite):
-            raise GriditError(f"{self.out_dir} already holds a training run; pass --resume to continue it or --overwrite to replace it")
-        if has_results and overwrite and not resume and self.rank == 0:
+        elif has_run and self.rank == 0:  # replaced only now that data and model were built without error
             self.ckpt_path.unlink(missing_ok=True)
             self.metrics_path.unlink(missing_ok=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
+    # ---- bookkeeping -------------------------------------------------------------------------
     def log_line(self, text):
         if self.rank == 0:
             tqdm.write(text)
@@ -315,17 +312,53 @@ def read_metrics(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def load_trained(path, *, use_ema=True, device="cpu"):
-    """Rebuild a stage-1 model (EMA weights by default) and its diffusion from one of our checkpoints.
+def export_weights(ckpt_path, out_path, *, use_ema=True):
+    """Write a run's (EMA) weights as ``.safetensors``, with the configs in its metadata so it samples on its own."""
+    from safetensors.torch import save_file
 
-    Returns ``(model, diffusion, config)`` with the model in eval mode.
-    """
+    state = _stage1_state(ckpt_path)
+    weights = {k: v.contiguous() for k, v in state["ema" if use_ema else "model"].items()}
+    meta = {"kind": CHECKPOINT_KIND, "step": str(state["step"])}
+    meta.update({k: json.dumps(state[k]) for k in ("config", "model_config", "diffusion_config")})
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    save_file(weights, tmp, metadata=meta)
+    tmp.replace(out_path)
+    return out_path
+
+
+def _stage1_state(path):
+    """A stage-1 checkpoint as a dict with ``config``, ``model_config``, ``diffusion_config`` and weights."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        weights = load_file(path)
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("kind") != CHECKPOINT_KIND:
+            raise GriditError(f"{path} has no GriDiT stage-1 metadata; load it into a model with models.load_checkpoint instead")
+        state = {k: json.loads(meta[k]) for k in ("config", "model_config", "diffusion_config")}
+        return {**state, "ema": weights, "model": weights, "step": int(meta.get("step", 0)), "kind": CHECKPOINT_KIND}
     state = load_file(path, map_location="cpu")
     if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
         raise GriditError(f"{path} is not a GriDiT stage-1 checkpoint (no kind {CHECKPOINT_KIND!r})")
-    cfg = TrainConfig.from_dict(state["config"])
-    diffusion = Diffusion(DiffusionConfig(**state["diffusion_config"]))
-    model = DiT(DiTConfig(**state["model_config"]))
-    weights = state["ema" if use_ema else "model"]
-    model.load_state_dict(weights)  # strict: a checkpoint that does not match its own config is corrupt
+    return state
+
+
+def load_trained(path, *, use_ema=True, device="cpu"):
+    """Rebuild a stage-1 model (EMA weights by default) and its diffusion from one of our checkpoints.
+
+    ``path`` is a training checkpoint (``checkpoints/last.pt``) or an exported ``.safetensors``.
+    Returns ``(model, diffusion, config)`` with the model in eval mode.
+    """
+    state = _stage1_state(path)
+    try:
+        cfg = TrainConfig.from_dict(state["config"])
+        diffusion = Diffusion(DiffusionConfig(**state["diffusion_config"]))
+        model = DiT(DiTConfig(**state["model_config"]))
+        model.load_state_dict(state["ema" if use_ema else "model"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise GriditError(f"{path} is an incomplete or inconsistent stage-1 checkpoint: {str(e).splitlines()[0]}") from None
     return model.to(device).eval(), diffusion, cfg

@@ -22,7 +22,7 @@ def tiny():
 
 
 def fake_model(c, h, w):
-    return SimpleNamespace(in_channels=c, config=SimpleNamespace(input_size=(h, w)))
+    return SimpleNamespace(in_channels=c, config=SimpleNamespace(image_size=(h, w)))
 
 
 class FakeSampler:
@@ -54,7 +54,7 @@ def test_exact_length_and_conditioning(monkeypatch, n, rows, overlap, interpolat
     fake = FakeSampler(rows)
     monkeypatch.setattr(sequence.gd, "sample", fake)
     cols = 6 // rows
-    frames = list(generate_frames(fake_model(3, 4 * rows, 4 * cols), None, n, rows=rows, cols=cols, overlap=overlap,
+    frames = list(generate_frames(fake_model(3, 4 * rows, 4 * cols), Diffusion(), n, rows=rows, cols=cols, overlap=overlap,
                                   interpolate=interpolate, steps=2, progress=False))
     assert len(frames) == n
     plan = SequencePlan(n, rows, cols, overlap, interpolate)
@@ -77,7 +77,7 @@ def test_exact_length_and_conditioning(monkeypatch, n, rows, overlap, interpolat
 def test_inbetweening_keeps_keyframe_rows_in_order(monkeypatch):
     fake = FakeSampler(rows=3)
     monkeypatch.setattr(sequence.gd, "sample", fake)
-    frames = list(generate_frames(fake_model(3, 12, 8), None, 12, rows=3, cols=2, overlap=4, interpolate=True, steps=1, progress=False))
+    frames = list(generate_frames(fake_model(3, 12, 8), Diffusion(), 12, rows=3, cols=2, overlap=4, interpolate=True, steps=1, progress=False))
     values = [f[0, 0, 0, 0].item() for f in frames]
     start = fake.calls[0]
     assert start[0] is None

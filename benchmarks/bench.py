@@ -1,0 +1,334 @@
+"""Speed of the quickstart configuration: training steps/s, sampling seconds per frame, and the DiT step against a
+plain full-attention transformer of the same shapes built from timm.
+
+    python benchmarks/bench.py [--quick] [--out reports/bench/bench.json] [--device cpu|cuda]
+
+Every time is the median of repeats, taken with ``time.perf_counter`` after warm-up (and ``cuda.synchronize`` on a
+GPU). Variants that are compared are timed round-robin, one call of each in turn, so a noisy neighbour on a shared
+machine slows them alike. See benchmarks/README.md for what each number means.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import importlib
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn as nn
+from timm.layers import GELUTanh, PatchEmbed
+from timm.models.vision_transformer import Block
+
+from gridit_core.sequence import SequencePlan, default_overlap, sample_sequence
+from gridit_core.train import Trainer, TrainConfig, resolve_device
+
+TOLERANCE = 1.10  # ours may be 10% slower than the fastest reference before `passes` fails: timing noise
+
+FULL = dict(train_warmup=3, train_steps=20, frames=16, sample_steps=50, sample_repeats=3, compare_warmup=3,
+            compare_repeats=15)  # fmt: skip
+QUICK = dict(train_warmup=1, train_steps=3, frames=8, sample_steps=10, sample_repeats=1, compare_warmup=1,
+             compare_repeats=3)  # fmt: skip
+
+
+def quickstart_config():
+    """The quickstart TrainConfig: ``gridit_core.quickstart.QUICKSTART`` when that module exists, else the defaults."""
+    try:
+        module = importlib.import_module("gridit_core.quickstart")
+    except ModuleNotFoundError as err:
+        if err.name != "gridit_core.quickstart":  # the module exists but is broken: say so
+            raise
+        module = None
+    cfg = getattr(module, "QUICKSTART", None)
+    if cfg is not None:
+        return cfg, "gridit_core.quickstart.QUICKSTART"
+    return TrainConfig(), "gridit_core.train.TrainConfig defaults"
+
+
+def machine_info(device):
+    cpu = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info = {
+        "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
+        "platform": platform.platform(), "device": str(device), "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(), "cpu_model": cpu or platform.processor() or None,
+    }  # fmt: skip
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_round_robin(fns, device, *, warmup, repeats):
+    """Median seconds per call of each function in ``fns`` (a dict), calling them in turn ``repeats`` times."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def autocast_for(device, precision):
+    """The autocast context the trainer uses for ``precision`` (bf16 on a CUDA device that supports it)."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "bf16":
+        return precision, partial(torch.autocast, device.type, dtype=torch.bfloat16)
+    return precision, contextlib.nullcontext
+
+
+# ---------------------------------------------------------------------------- the plain reference
+
+
+class PlainTransformer(nn.Module):
+    """The straightforward model with DiT's shapes: timm patch embedding, timm ViT blocks, a linear head; no adaLN."""
+
+    def __init__(self, dit, fused_attn=True):
+        super().__init__()
+        cfg = dit.config
+        d, self.patch, self.out_channels = cfg.hidden_size, cfg.patch_size, dit.out_channels
+        self.token_grid = dit.layout.token_grid
+        self.patch_embed = PatchEmbed(cfg.image_size, cfg.patch_size, cfg.in_channels, d)
+        self.pos_embed = nn.Parameter(torch.zeros(1, dit.layout.num_tokens, d))
+        norm = partial(nn.LayerNorm, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            Block(d, cfg.num_heads, cfg.mlp_ratio, qkv_bias=True, act_layer=GELUTanh, norm_layer=norm)
+            for _ in range(cfg.depth)
+        )
+        for block in self.blocks:
+            block.attn.fused_attn = fused_attn  # timm reads this flag on every forward
+        self.norm = norm(d)
+        self.head = nn.Linear(d, cfg.patch_size**2 * self.out_channels)
+
+    def forward(self, x):
+        x = self.patch_embed(x) + self.pos_embed  # (N, L, D)
+        for block in self.blocks:
+            x = block(x)  # (N, L, D)
+        x = self.head(self.norm(x))  # (N, L, p*p*C_out)
+        (gh, gw), p, c = self.token_grid, self.patch, self.out_channels
+        x = x.reshape(x.shape[0], gh, gw, p, p, c).permute(0, 5, 1, 3, 2, 4)  # (N, C_out, gh, p, gw, p)
+        return x.reshape(x.shape[0], c, gh * p, gw * p)  # (N, C_out, H, W)
+
+
+def fwd_bwd(net, x, target, autocast, t=None):
+    """One forward and backward pass of ``net`` on ``x`` with an MSE loss; a closure for the timer."""
+
+    def step():
+        with autocast():
+            out = net(x) if t is None else net(x, t)
+            loss = (out.float() - target).pow(2).mean()
+        loss.backward()
+        net.zero_grad(set_to_none=True)
+
+    return step
+
+
+def sdpa_calls(fn):
+    """How many times ``fn`` reaches ``aten::scaled_dot_product_attention``, read from the profiler."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:  # ops are dispatched on the CPU
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::scaled_dot_product_attention")
+
+
+# ---------------------------------------------------------------------------- the three measurements
+
+
+def bench_training(trainer, n):
+    times = []
+    for _ in range(n["train_warmup"]):
+        trainer.train_step()
+    for _ in range(n["train_steps"]):
+        sync(trainer.device)
+        t0 = time.perf_counter()
+        trainer.train_step()  # data, forward, backward, clip, AdamW, EMA; it reads loss.item(), which syncs
+        sync(trainer.device)
+        times.append(time.perf_counter() - t0)
+    step = statistics.median(times)
+    return {
+        "method": "Trainer.train_step on builtin:bouncing: batch, forward, backward, grad clip, AdamW, EMA",
+        "warmup_steps": n["train_warmup"], "timed_steps": n["train_steps"],
+        "batch_size": trainer.cfg.batch_size, "step_ms_median": 1e3 * step,
+        "steps_per_s": 1 / step, "samples_per_s": trainer.cfg.batch_size / step,
+    }  # fmt: skip
+
+
+def bench_sampling(model, diffusion, cfg, device, n):
+    overlap = default_overlap(cfg.rows, cfg.cols)
+    plan = SequencePlan(n["frames"], cfg.rows, cfg.cols, overlap)
+    calls = [0]
+
+    def count(_info):
+        calls[0] += 1
+
+    def run(frames, steps):
+        return sample_sequence(model, diffusion, frames, rows=cfg.rows, cols=cfg.cols, overlap=overlap,
+                               sampler="ddim", steps=steps, device=device, progress=False, callback=count)  # fmt: skip
+
+    run(cfg.rows * cfg.cols, 2)  # warm-up: one grid
+    times = []
+    for _ in range(n["sample_repeats"]):
+        calls[0] = 0
+        sync(device)
+        t0 = time.perf_counter()
+        frames = run(n["frames"], n["sample_steps"])
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    if frames.shape[1] != n["frames"] or calls[0] != plan.total_grids * n["sample_steps"]:
+        raise RuntimeError(f"sampled {frames.shape[1]} frames in {calls[0]} calls; the plan says otherwise")
+    total = statistics.median(times)
+    return {
+        "sampler": "ddim", "eta": 0.0, "steps": n["sample_steps"], "n_frames": n["frames"], "overlap": overlap,
+        "grids": plan.total_grids, "model_calls": calls[0], "batch_size": 1, "repeats": n["sample_repeats"],
+        "seconds_total": total, "seconds_per_frame": total / n["frames"], "seconds_per_grid": total / plan.total_grids,
+        "ms_per_model_call": 1e3 * total / calls[0],
+    }  # fmt: skip
+
+
+def bench_reference(model, diffusion, cfg, device, n):
+    precision, autocast = autocast_for(device, cfg.precision)
+    b = cfg.batch_size
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, model.in_channels, *model.config.image_size, generator=gen).to(device)  # (B, C, H, W)
+    t = torch.randint(0, diffusion.num_steps, (b,), generator=gen).to(device)  # (B,)
+    target = torch.randn(b, model.out_channels, *model.config.image_size, generator=gen).to(device)
+    fused = PlainTransformer(model, fused_attn=True).to(device).train()
+    unfused = PlainTransformer(model, fused_attn=False).to(device).train()
+    unfused.load_state_dict(fused.state_dict())
+    model.train()
+    ms = time_round_robin(
+        {"ours": fwd_bwd(model, x, target, autocast, t), "timm_fused": fwd_bwd(fused, x, target, autocast),
+         "timm_unfused": fwd_bwd(unfused, x, target, autocast)},
+        device, warmup=n["compare_warmup"], repeats=n["compare_repeats"],
+    )  # fmt: skip
+    ms = {k: 1e3 * v for k, v in ms.items()}
+    fastest = min(ms["timm_fused"], ms["timm_unfused"])
+    reference = {
+        "what": "forward + backward (MSE loss) of the same batch; reference = timm.layers.PatchEmbed + "
+                "timm.models.vision_transformer.Block (qkv bias, tanh GELU, LayerNorm eps 1e-6) + LayerNorm + Linear, "
+                "with identical tokens, width, depth, heads and MLP ratio",
+        "adaln_in_reference": False,
+        "reference_omits": "adaLN modulation, gates and the timestep embedder (ours computes them)",
+        "batch_size": b, "tokens": model.layout.num_tokens, "precision": precision,
+        "warmup": n["compare_warmup"], "repeats": n["compare_repeats"],
+        "ours_ms": ms["ours"], "timm_fused_ms": ms["timm_fused"], "timm_unfused_ms": ms["timm_unfused"],
+        "ratio_vs_fused": ms["ours"] / ms["timm_fused"], "ratio_vs_unfused": ms["ours"] / ms["timm_unfused"],
+        "ratio": ms["ours"] / fastest, "tolerance": TOLERANCE,
+        "passes_rule": "ours_ms / min(timm_fused_ms, timm_unfused_ms) <= tolerance",
+        "passes": ms["ours"] / fastest <= TOLERANCE,
+    }  # fmt: skip
+
+    model.eval()
+    with torch.no_grad():
+        calls = {"default": lambda: model(x, t), "return_attn": lambda: model(x, t, return_attn=True)}
+        sec = time_round_robin(calls, device, warmup=n["compare_warmup"], repeats=n["compare_repeats"])
+        counts = {name: sdpa_calls(fn) for name, fn in calls.items()}
+    attention = {
+        "what": "our forward (no grad) with the default fused SDPA path vs return_attn=True (explicit softmax)",
+        "batch_size": b, "fused_ms": 1e3 * sec["default"], "explicit_ms": 1e3 * sec["return_attn"],
+        "explicit_over_fused": sec["return_attn"] / sec["default"],
+        "sdpa_calls_default": counts["default"], "sdpa_calls_return_attn": counts["return_attn"],
+        "fused_path_used": counts["default"] == model.config.depth and counts["return_attn"] == 0,
+    }  # fmt: skip
+    return reference, attention
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def write_json_atomic(obj, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def summary(result):
+    tr, sa, ref, at = result["training"], result["sampling"], result["reference"], result["attention"]
+    cfg = result["config"]
+    return "\n".join([
+        f"{cfg['model']} on a {cfg['grid_image']} grid ({cfg['tokens']} tokens), {result['machine']['device']}, "
+        f"{result['machine']['torch_threads']} threads",
+        f"training:  {tr['steps_per_s']:.2f} steps/s, {tr['samples_per_s']:.1f} samples/s (batch {tr['batch_size']})",
+        f"sampling:  {sa['seconds_per_frame']:.3f} s/frame, {sa['seconds_per_grid']:.3f} s/grid, "
+        f"{sa['ms_per_model_call']:.2f} ms/call ({sa['n_frames']} frames, DDIM {sa['steps']} steps)",
+        f"fwd+bwd:   ours {ref['ours_ms']:.1f} ms, timm fused {ref['timm_fused_ms']:.1f} ms, "
+        f"timm unfused {ref['timm_unfused_ms']:.1f} ms; ratio {ref['ratio']:.2f} -> "
+        f"{'PASS' if ref['passes'] else 'FAIL'} (<= {ref['tolerance']:.2f})",
+        f"attention: fused {at['fused_ms']:.1f} ms vs explicit {at['explicit_ms']:.1f} ms; "
+        f"SDPA calls per forward {at['sdpa_calls_default']} (fused path used: {at['fused_path_used']})",
+    ])  # fmt: skip
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny counts (about 20 s on a CPU); for tests")
+    p.add_argument("--out", default="reports/bench/bench.json", help="where the JSON report goes")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when available")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    """Run the benchmark, write the JSON report and return it as a dict."""
+    args = parse_args(argv)
+    n = QUICK if args.quick else FULL
+    device = resolve_device(args.device)
+    base, source = quickstart_config()
+    cfg = dataclasses.replace(base, device=str(device), n_sequences=8)  # a few sequences are plenty to draw from
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, Path(tmp) / "run")  # builds with build_model_and_diffusion(cfg)
+        model = trainer.model
+        training = bench_training(trainer, n)
+        sampling = bench_sampling(trainer.ema, trainer.diffusion, cfg, device, n)
+        reference, attention = bench_reference(model, trainer.diffusion, cfg, device, n)
+    mc = model.config
+    result = {
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine_info(device),
+        "config": {
+            "source": source, "model": cfg.model, "rows": cfg.rows, "cols": cfg.cols, "frame_size": cfg.frame_size,
+            "grid_image": "x".join(map(str, mc.image_size)), "tokens": model.layout.num_tokens,
+            "hidden_size": mc.hidden_size, "depth": mc.depth, "num_heads": mc.num_heads, "mlp_ratio": mc.mlp_ratio,
+            "parameters": sum(p.numel() for p in model.parameters()), "batch_size": cfg.batch_size,
+            "train_config": dataclasses.asdict(cfg),
+        },  # fmt: skip
+        "training": training,
+        "sampling": sampling,
+        "reference": reference,
+        "attention": attention,
+    }
+    result["duration_s"] = time.perf_counter() - started
+    write_json_atomic(result, args.out)
+    print(summary(result))
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

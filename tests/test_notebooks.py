@@ -1,0 +1,24 @@
+import json
+
+import pytest
+
+from gridit_core.cli import main
+
+pytestmark = pytest.mark.notebooks
+
+
+def test_quickstart_runs_through_gridit_demo_with_tiny_parameters(tmp_path, capsys):
+    out = tmp_path / "report"
+    tiny = ["TRAIN_STEPS=2", "N_FRAMES=6", "N_SEQUENCES=2", "SAMPLE_STEPS=2", "INIT_CHECKPOINT=''"]
+    assert main(["demo", "--out", str(out), *[a for p in tiny for a in ("-p", p)]]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_steps"] == 2 and metrics["sample_frames"] == 6 and metrics["sample_sequences"] == 2
+    assert set(metrics["coherence"]) == {"samples", "real", "shuffled", "frozen"}
+    assert metrics["coherence"]["real"]["score"] > 0.9 > metrics["coherence"]["shuffled"]["score"]
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/gif;base64,") == 2 and page.count("data:image/png;base64,") == 2
+    assert (out / "quickstart.ipynb").is_file() and (out / "run" / "checkpoints" / "last.pt").is_file()
+    # a second run into the same folder is refused, and the report survives the refusal
+    assert main(["demo", "--out", str(out)]) == 2
+    assert "already holds results" in capsys.readouterr().err
+    assert (out / "index.html").read_text() == page
