@@ -75,7 +75,7 @@ class DiTConfig:
 
 def modulate(x, shift, scale):
     """adaLN: scale and shift every token of ``x (N, L, D)`` by per-sample ``(N, D)`` vectors."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    return torch.addcmul(shift.unsqueeze(1), x, 1 + scale.unsqueeze(1))  # one fused multiply-add
 
 
 # ---------------------------------------------------------------------------- positions
@@ -245,8 +245,8 @@ class DiTBlock(nn.Module):
         h = modulate(self.norm1(x), shift_msa, scale_msa)  # (N, L, D)
         h = self.attn(h, attn_mask, return_attn)  # (N, L, D), or with probs (N, heads, L, L)
         h, probs = h if return_attn else (h, None)
-        x = x + gate_msa.unsqueeze(1) * h  # (N, L, D)
-        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (N, L, D)
+        x = torch.addcmul(x, gate_msa.unsqueeze(1), h)  # (N, L, D): x + gate * h
+        x = torch.addcmul(x, gate_mlp.unsqueeze(1), self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))  # (N, L, D)
         return (x, probs) if return_attn else x
 
 

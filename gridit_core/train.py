@@ -48,6 +48,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup: int = 100  # optimizer steps of linear warm-up
     ema_decay: float = 0.999  # per optimizer step
+    ema_warmup: bool = True  # decay min(ema_decay, (1+step)/(10+step)): early EMA weights forget the random init
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp32) | fp32 | bf16
     diffusion: dict = field(default_factory=dict)  # DiffusionConfig fields
@@ -271,7 +272,10 @@ class Trainer:
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
-        update_ema(self.ema, self.model, self.cfg.ema_decay)
+        decay = self.cfg.ema_decay
+        if self.cfg.ema_warmup:
+            decay = min(decay, (1 + self.step) / (10 + self.step))
+        update_ema(self.ema, self.model, decay)
         self.step += 1
         return total, grad_norm
 

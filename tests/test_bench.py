@@ -39,7 +39,7 @@ def test_quick_run_writes_a_complete_report(tmp_path):
     assert report["config"]["tokens"] > 0 and report["config"]["model"].startswith("DiT-")
     sampling = report["sampling"]
     assert sampling["model_calls"] == sampling["grids"] * sampling["steps"]
-    assert report["reference"]["adaln_in_reference"] is False
+    assert report["reference"]["adaln_in_reference"] is True
     assert isinstance(report["reference"]["passes"], bool)
     assert report["attention"]["sdpa_calls_default"] == report["config"]["depth"]
     assert report["attention"]["sdpa_calls_return_attn"] == 0

@@ -49,7 +49,7 @@ def test_resume_is_exact(tmp_path):
 
 
 def test_ema_and_lr_step_once_per_optimizer_step(tmp_path):
-    cfg = TrainConfig(**{**TINY, "steps": 3, "grad_accum": 2, "warmup": 4, "ema_decay": 0.5})
+    cfg = TrainConfig(**{**TINY, "steps": 3, "grad_accum": 2, "warmup": 4, "ema_decay": 0.5, "ema_warmup": False})
     trainer = Trainer(cfg, tmp_path / "run")
     before = params(trainer.model)
     trainer.train_step()
@@ -59,6 +59,13 @@ def test_ema_and_lr_step_once_per_optimizer_step(tmp_path):
     expected = 0.5 * before + 0.5 * params(trainer.model)
     assert torch.allclose(params(trainer.ema), expected, atol=1e-6)
     assert trainer.batches.drawn == 4  # two micro-batches of two
+
+
+def test_ema_warmup_forgets_the_initial_weights(tmp_path):
+    trainer = Trainer(TrainConfig(**{**TINY, "steps": 1, "ema_decay": 0.9999}), tmp_path / "run")
+    before = params(trainer.model)
+    trainer.train_step()  # first step: decay min(0.9999, 1/10)
+    assert torch.allclose(params(trainer.ema), 0.1 * before + 0.9 * params(trainer.model), atol=1e-6)
 
 
 def test_refuses_existing_run_and_bad_config(tmp_path):
