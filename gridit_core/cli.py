@@ -129,7 +129,7 @@ def cmd_train(a):
         data=a.data, model=a.model, rows=a.rows, cols=a.cols, frame_size=a.frame_size, stride=a.stride,
         resize=a.resize, pos_embed=a.pos_embed, steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
         lr=a.lr, warmup=a.warmup, ema_decay=a.ema_decay, precision=a.precision, diffusion=diffusion,
-        model_kwargs=a.model_kwargs, n_sequences=a.n_sequences, init=a.init or "", seed=a.seed,
+        model_kwargs=a.model_kwargs, n_sequences=a.n_sequences, builtin=a.builtin, init=a.init or "", seed=a.seed,
         ckpt_every=a.ckpt_every, device=a.device,
     )
     _device(cfg.device)
@@ -152,6 +152,16 @@ def cmd_sample(a):
         resample=a.resample, seed=a.seed, device=model.pos_embed.device, fps=a.fps, progress=_progress(),
     )
     print(f"wrote {a.frames} frames to {Path(out) / 'frames'} and {Path(out) / 'sequence.gif'}")
+
+
+def cmd_export(a):
+    from gridit_core.train import export_weights
+
+    out = Path(a.out)
+    if out.exists() and not a.overwrite:
+        raise GriditError(f"{out} exists; pass --overwrite to replace it")
+    export_weights(a.ckpt, out, use_ema=not a.raw)
+    print(f"wrote {out}")
 
 
 def cmd_demo(a):
@@ -223,6 +233,8 @@ def build_parser():
     p.add_argument("--model-kwargs", type=_json_object, default={}, metavar="JSON",
                    help='DiTConfig overrides of the named size, e.g. \'{"depth": 2, "hidden_size": 64, "num_heads": 2}\'')
     p.add_argument("--n-sequences", type=_positive(int), default=2000, help="sequences generated for builtin data")
+    p.add_argument("--builtin", type=_json_object, default={}, metavar="JSON",
+                   help='BouncingConfig fields for builtin:bouncing, e.g. \'{"radius": [3, 3], "colours": [255, 200, 60]}\'')
     p.add_argument("--init", help="checkpoint to start from (official DiT .pt or ours)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=_positive(int), default=250)
@@ -247,6 +259,13 @@ def build_parser():
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace frames/ and sequence.gif already in --out")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("export", help="write a run's EMA weights as .safetensors with its configs")
+    p.add_argument("--ckpt", required=True, help="training checkpoint (checkpoints/last.pt)")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="run the quickstart notebook and write its report")
     p.add_argument("--out", default="reports/quickstart")

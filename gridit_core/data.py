@@ -8,7 +8,7 @@ import hashlib
 import os
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -268,6 +268,9 @@ class BouncingConfig:
     @classmethod
     def for_frame_size(cls, frame_size, **overrides):
         """The defaults (sized for 32 px frames) with radius and speed scaled to ``frame_size``."""
+        unknown = set(overrides) - {f.name for f in fields(cls)}
+        if unknown:
+            raise GriditError(f"unknown bouncing-shapes settings {sorted(unknown)}; known: {', '.join(f.name for f in fields(cls))}")
         k = frame_size / 32
         radius = (max(1.0, 2.5 * k), max(1.0, 4.0 * k))
         return replace(cls(frame_size=frame_size, radius=radius, speed=(1.0 * k, 2.5 * k)), **overrides)

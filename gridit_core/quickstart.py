@@ -24,7 +24,7 @@ DEMO_CHECKPOINT = REPO_ROOT / "assets" / "demo_bouncing" / "model.safetensors"
 
 QUICKSTART = TrainConfig(
     data="builtin:bouncing",
-    model="DiT-T/4",
+    model="DiT-N/4",
     rows=2,
     cols=2,
     frame_size=16,

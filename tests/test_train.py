@@ -102,3 +102,18 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path):
     assert any(not torch.equal(r0["final"][k], r0["init"][k]) for k in r0["final"])
     log = [json.loads(line) for line in open(tmp_path / "ddp" / "metrics.jsonl")]
     assert len(log) == 2  # only rank 0 writes
+
+
+def test_exported_safetensors_sample_like_the_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+
+    from gridit_core.train import export_weights
+
+    trainer = Trainer(TrainConfig(**{**TINY, "steps": 2}), tmp_path / "run")
+    trainer.fit(progress=False)
+    out = export_weights(tmp_path / "run" / "checkpoints" / "last.pt", tmp_path / "w.safetensors")
+    model, _, cfg = load_trained(out)
+    assert torch.equal(params(model), params(trainer.ema)) and cfg.rows == 2
+    save_file({"x": torch.zeros(2)}, tmp_path / "bare.safetensors")
+    with pytest.raises(GriditError, match="no GriDiT stage-1 metadata"):
+        load_trained(tmp_path / "bare.safetensors")
