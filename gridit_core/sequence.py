@@ -8,6 +8,7 @@ rows and generates the ``rows - 2`` rows between them. Frames are streamed out a
 so memory holds one grid and the conditioning frames, whatever the length; exactly ``n_frames`` come out.
 """
 
+import itertools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,8 +116,9 @@ def generate_frames(
 
 
 def _stream(model, diffusion, plan, layout, shape, opts, seed, progress, callback):
+    """The generator behind ``generate_frames``, once its settings are checked."""
     n_sequences, c = shape[:2]
-    rows, cols, overlap, n_frames, interpolate = plan.rows, plan.cols, plan.overlap, plan.n_frames, plan.interpolate
+    rows, cols, overlap = plan.rows, plan.cols, plan.overlap
     device, steps = opts["device"], opts["steps"]
     generator = torch.Generator(device).manual_seed(seed)
 
@@ -153,35 +155,22 @@ def _stream(model, diffusion, plan, layout, shape, opts, seed, progress, callbac
             yield from frames[:, overlap:].unbind(1)
             made += plan.cells - overlap
 
-    try:
-        emitted = 0
-        if not interpolate:
-            for frame in keyframes():
-                if emitted == n_frames:
-                    break
-                yield frame
-                emitted += 1
-            return
-        row, prev_row = [], None
+    def inbetweened():
+        """Keyframes in rows of ``cols``; between two consecutive rows, the ``rows - 2`` rows an in-between grid fills."""
         outer = [*range(cols), *range(plan.cells - cols, plan.cells)]  # first and last rows are known
+        row, prev_row = [], None
         for frame in keyframes():
             row.append(frame)
             if len(row) < cols:
                 continue
             if prev_row is not None:
-                known_frames = torch.stack(prev_row + row, 1)  # (B, 2*cols, C, H, W)
-                mids = run(known_frames, outer)[:, cols : plan.cells - cols]
-                for mid in mids.unbind(1):
-                    if emitted == n_frames:
-                        return
-                    yield mid
-                    emitted += 1
-            for key in row:
-                if emitted == n_frames:
-                    return
-                yield key
-                emitted += 1
+                grid = run(torch.stack(prev_row + row, 1), outer)  # (B, F, C, H, W)
+                yield from grid[:, cols : plan.cells - cols].unbind(1)
+            yield from row
             prev_row, row = row, []
+
+    try:  # islice stops asking once n_frames are out, so no grid is sampled beyond what is needed
+        yield from itertools.islice(inbetweened() if plan.interpolate else keyframes(), plan.n_frames)
     finally:
         bar.close()
 

@@ -34,9 +34,9 @@ class FakeSampler:
     def __call__(self, diffusion, model, shape, *, known=None, known_mask=None, callback=None, steps=1, **_):
         n, c, h, w = shape
         frames = torch.empty(n, 6, c, h // self.rows, w // (6 // self.rows))
-        for i in range(6):  # every frame gets a unique constant value
+        for i in range(6):  # every frame gets its own constant value in [-1, 1), distinct even as uint8
             self.counter += 1
-            frames[:, i] = self.counter
+            frames[:, i] = (self.counter % 250) / 125 - 1
         grid = frames_to_grid(frames, self.rows, 6 // self.rows)
         if known is not None:
             grid = torch.where(known_mask, known, grid)
@@ -112,3 +112,12 @@ def test_real_model_is_deterministic_and_writes_exactly_n_files(tiny, tmp_path):
     with pytest.raises(GriditError, match="already holds results"):
         sample_sequence(model, diffusion, 8, seed=1, out_dir=tmp_path / "run", **kw)
     assert len(list((out / "frames").iterdir())) == 8  # nothing lost by the refusal
+
+
+def test_a_thousand_frames_stream_to_disk(monkeypatch, tmp_path):
+    monkeypatch.setattr(sequence.gd, "sample", FakeSampler())
+    out = sample_sequence(fake_model(3, 8, 12), Diffusion(), 1203, rows=2, cols=3, overlap=3, steps=1, out_dir=tmp_path / "long", progress=False)
+    files = sorted((out / "frames").iterdir())
+    assert len(files) == 1203 and files[-1].name == "001202.png"
+    with Image.open(out / "sequence.gif") as gif:
+        assert gif.n_frames == 1203
