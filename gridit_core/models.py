@@ -36,6 +36,8 @@ class DiTConfig:
     pos_embed: str = "grid2d"  # "grid2d": sin-cos over the whole token grid (official); "frame3d": frame, y, x
     rows: int = 1  # grid layout in frames
     cols: int = 1
+    out_channels: int | None = None  # None: in_channels, doubled with learn_sigma; stage 2 sets it (inputs are 2C)
+    aug_cond: bool = False  # condition on a noise-augmentation level in [0, 1] too (stage 2, ``aug_level``)
 
     def __post_init__(self):
         size = self.input_size
@@ -59,6 +61,8 @@ class DiTConfig:
             raise GriditError(f"unknown pos_embed {self.pos_embed!r}; choose 'grid2d' or 'frame3d'")
         if self.num_classes < 0 or not 0 <= self.class_dropout_prob < 1:
             raise GriditError("num_classes must be >= 0 and class_dropout_prob in [0, 1)")
+        if self.out_channels is not None and self.out_channels < 1:
+            raise GriditError(f"out_channels must be positive or None, got {self.out_channels}")
 
     @property
     def image_size(self):
@@ -71,6 +75,9 @@ class DiTConfig:
         """``(H, W)`` of one frame."""
         h, w = self.image_size
         return h // self.rows, w // self.cols
+
+
+AUG_LEVEL_SCALE = 1000  # an augmentation level in [0, 1] meets the sinusoids on the same range as timesteps 0..999
 
 
 def modulate(x, shift, scale):
@@ -276,12 +283,13 @@ class DiT(nn.Module):
         self.num_classes = cfg.num_classes
         self.in_channels = cfg.in_channels
         self.learn_sigma = cfg.learn_sigma
-        self.out_channels = cfg.in_channels * 2 if cfg.learn_sigma else cfg.in_channels
+        self.out_channels = cfg.out_channels or (cfg.in_channels * 2 if cfg.learn_sigma else cfg.in_channels)
         d = cfg.hidden_size
 
         self.x_embedder = PatchEmbed(cfg.patch_size, cfg.in_channels, d)
         self.t_embedder = TimestepEmbedder(d)
         self.y_embedder = LabelEmbedder(cfg.num_classes, d, cfg.class_dropout_prob) if cfg.num_classes else None
+        self.aug_embedder = TimestepEmbedder(d) if cfg.aug_cond else None
         self.register_buffer("pos_embed", torch.zeros(1, self.layout.num_tokens, d))  # fixed sin-cos, saved
         self.blocks = nn.ModuleList(DiTBlock(d, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final_layer = FinalLayer(d, cfg.patch_size, self.out_channels)
@@ -317,6 +325,9 @@ class DiT(nn.Module):
             nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        if self.aug_embedder is not None:
+            nn.init.normal_(self.aug_embedder.mlp[0].weight, std=0.02)
+            nn.init.normal_(self.aug_embedder.mlp[2].weight, std=0.02)
         for layer in [b.adaLN_modulation[-1] for b in self.blocks] + [self.final_layer.adaLN_modulation[-1]]:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
@@ -331,7 +342,7 @@ class DiT(nn.Module):
         x = x.permute(0, 5, 1, 3, 2, 4)  # (N, C, gh, p, gw, p)
         return x.reshape(x.shape[0], c, gh * p, gw * p)  # (N, C, H, W)
 
-    def _check_inputs(self, x, t, y):
+    def _check_inputs(self, x, t, y, aug_level):
         want = (self.in_channels, *self.config.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != want:
             shape = ", ".join(map(str, want))
@@ -342,19 +353,28 @@ class DiT(nn.Module):
             raise GriditError("this model is unconditional (num_classes=0): pass y=None")
         if self.y_embedder is not None and (y is None or y.shape != (x.shape[0],)):
             raise GriditError(f"this model is class-conditional: pass labels y of shape ({x.shape[0]},)")
+        if self.aug_embedder is None and aug_level is not None:
+            raise GriditError("this model has no augmentation-level input (aug_cond=False): pass aug_level=None")
+        if self.aug_embedder is not None and (aug_level is None or aug_level.shape != (x.shape[0],)):
+            raise GriditError(f"this model is conditioned on a noise-augmentation level: pass aug_level of shape ({x.shape[0]},)")
 
-    def forward(self, x, t, y=None, attn_mask=None, return_attn=False):
+    def forward(self, x, t, y=None, attn_mask=None, return_attn=False, *, aug_level=None):
         """Predict noise (and variance values if ``learn_sigma``) for noisy grids ``x (N, C, H, W)`` at steps ``t``.
 
         Returns ``(N, out_channels, H, W)``; with ``return_attn`` also a list of per-block probabilities
-        ``(N, heads, L, L)`` (memory grows as L^2 times depth: keep N small).
+        ``(N, heads, L, L)`` (memory grows as L^2 times depth: keep N small). An ``aug_cond`` model also takes
+        ``aug_level (N,)`` in [0, 1], embedded like a timestep after scaling by ``AUG_LEVEL_SCALE``.
         """
         t = t.expand(x.shape[0]) if t.ndim == 0 else t  # (N,)
-        self._check_inputs(x, t, y)
+        if aug_level is not None and aug_level.ndim == 0:
+            aug_level = aug_level.expand(x.shape[0])  # (N,)
+        self._check_inputs(x, t, y, aug_level)
         x = self.x_embedder(x) + self.pos_embed  # (N, L, D)
         c = self.t_embedder(t)  # (N, D)
         if self.y_embedder is not None:
             c = c + self.y_embedder(y, self.training)  # (N, D)
+        if self.aug_embedder is not None:
+            c = c + self.aug_embedder(aug_level * AUG_LEVEL_SCALE)  # (N, D)
         attns = []
         for block in self.blocks:
             x = block(x, c, attn_mask, return_attn)  # (N, L, D), or with probs (N, heads, L, L)
@@ -495,7 +515,8 @@ def load_checkpoint(model, source, *, prefer="ema", allow_out_channel_slice=Fals
     state = {_strip_prefixes(k): v for k, v in state.items()}
     own = model.state_dict()
     report, merged, mismatched = LoadReport(source=where), dict(own), []
-    p, c = model.config.patch_size, model.in_channels
+    p = model.config.patch_size
+    c = model.out_channels // 2 if model.learn_sigma else model.out_channels  # in_channels, but 2C-in for stage 2
     for key, value in state.items():
         mine = own.get(key)
         if mine is None:

@@ -28,6 +28,7 @@ QUICKSTART = TrainConfig(
     rows=2,
     cols=2,
     frame_size=16,
+    pos_embed="frame3d",
     batch_size=32,
     lr=1e-3,
     warmup=200,

@@ -1,9 +1,10 @@
-"""Stage-1 training: one trainer for a laptop CPU and for ``torchrun`` on a GPU cluster.
+"""Training, stage 1 (grids) and stage 2 (super-resolution): one trainer for a laptop CPU and for ``torchrun`` on GPUs.
 
 What the official code gets wrong and this trainer does not (see GRIDIT_NOTES.md): EMA and the LR schedule
 step once per *optimizer* step, not per micro-batch; DDP skips the gradient all-reduce (``no_sync``) on all
 but the last micro-batch; checkpoints are written atomically and resume exactly (weights, EMA, optimizer,
-scheduler, step, data order and random state).
+scheduler, step, data order and random state). Stage 2 differs only in its model (``superres.build_sr_model``), its
+data (single frames: a 1x1 grid) and its loss (``superres.sr_training_losses``).
 """
 
 import contextlib
@@ -21,17 +22,24 @@ from tqdm.auto import tqdm
 
 from gridit_core.ckpt import load_file, save_atomic
 from gridit_core.data import BouncingConfig, open_dataset
+from gridit_core.degrade import DegradeConfig
 from gridit_core.diffusion import Diffusion, DiffusionConfig
 from gridit_core.errors import GriditError
 from gridit_core.models import DiT, DiTConfig, build_model, load_checkpoint
 from gridit_core.organise import GridFolder, is_grid_folder
+from gridit_core.superres import MAX_AUG, build_sr_model, check_scale, sr_training_losses
 
 CHECKPOINT_KIND = "gridit-stage1"
+CHECKPOINT_KINDS = {1: CHECKPOINT_KIND, 2: "gridit-stage2"}
+_WRONG_STAGE = {  # why a checkpoint of the other stage is refused, and where it belongs
+    1: "is a stage-1 (grid) checkpoint; use it with gridit sample --ckpt",
+    2: "is a stage-2 (super-resolution) checkpoint; use it with --sr-ckpt or gridit upscale",
+}
 
 
 @dataclass
 class TrainConfig:
-    """Everything a stage-1 run depends on; saved in every checkpoint."""
+    """Everything a training run depends on; saved in every checkpoint."""
 
     data: str = "builtin:bouncing"  # a dataset folder, a GIF/video, or builtin:bouncing / builtin:digits
     model: str = "DiT-T/4"  # a name from gridit_core.models.DiT_models
@@ -60,8 +68,23 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 250
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    stage: int = 1  # 1: grids of frames; 2: per-frame super-resolution (rows = cols = 1, frame_size is the HR side)
+    scale: int = 4  # stage 2: high / low resolution, 2 or 4
+    max_aug: float = MAX_AUG  # stage 2: noise-augmentation levels of the conditioning image ~ U(0, max_aug)
+    degrade: dict = field(default_factory=dict)  # stage 2: DegradeConfig fields (scale comes from ``scale``)
 
     def __post_init__(self):
+        if self.stage not in CHECKPOINT_KINDS:
+            raise GriditError(f"stage must be 1 or 2, got {self.stage!r}")
+        if self.stage == 2:
+            check_scale(self.scale)
+            if self.frame_size % self.scale:
+                raise GriditError(f"frame size {self.frame_size} is not divisible by the scale factor {self.scale}")
+            if not 0 <= self.max_aug <= 1:
+                raise GriditError(f"max_aug must lie in [0, 1], got {self.max_aug}")
+            if self.degrade.get("scale", self.scale) != self.scale:
+                raise GriditError(f"degrade scale {self.degrade['scale']} differs from the training scale {self.scale}")
+            self.rows = self.cols = 1  # frames are independent samples in stage 2
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise GriditError("steps, batch size and grad_accum must be positive")
         if self.batch_size % self.grad_accum:
@@ -84,6 +107,12 @@ def resolve_device(name="auto"):
 def build_model_and_diffusion(cfg: TrainConfig):
     """The DiT and the diffusion process a config describes."""
     diffusion = Diffusion(DiffusionConfig(**cfg.diffusion))
+    if cfg.stage == 2:
+        model = build_sr_model(
+            cfg.model, cfg.frame_size, cfg.scale, channels=3, learn_sigma=diffusion.config.learn_sigma,
+            pos_embed=cfg.pos_embed, **cfg.model_kwargs,
+        )  # fmt: skip
+        return model, diffusion
     model = build_model(
         cfg.model,
         input_size=(cfg.rows * cfg.frame_size, cfg.cols * cfg.frame_size),
@@ -98,7 +127,7 @@ def build_model_and_diffusion(cfg: TrainConfig):
 
 
 def training_data(cfg: TrainConfig):
-    """The grids a config trains on: an organised grid folder, or grids cut from sequences on the fly."""
+    """The grids a config trains on: an organised grid folder, or grids cut from sequences on the fly (1x1 in stage 2)."""
     if is_grid_folder(cfg.data):
         return GridFolder(cfg.data, cfg.rows, cfg.cols, cfg.frame_size)
     bouncing = BouncingConfig.for_frame_size(cfg.frame_size, **cfg.builtin) if cfg.builtin else None
@@ -169,7 +198,7 @@ def init_distributed(device):
 
 
 class Trainer:
-    """Trains a stage-1 grid DiT; ``Trainer(cfg, out_dir).fit()``. ``out_dir`` holds ``checkpoints/`` and ``metrics.jsonl``."""
+    """Trains a grid DiT (stage 1) or a super-resolution DiT (stage 2); ``Trainer(cfg, out_dir).fit()``. ``out_dir`` holds ``checkpoints/`` and ``metrics.jsonl``."""
 
     def __init__(self, cfg: TrainConfig, out_dir, *, resume=False, overwrite=False, dataset=None):
         self.cfg, self.out_dir = cfg, Path(out_dir)
@@ -184,6 +213,11 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.dataset = dataset if dataset is not None else training_data(cfg)
         model, self.diffusion = build_model_and_diffusion(cfg)
+        if cfg.stage == 2:
+            degrade = DegradeConfig(**{**cfg.degrade, "scale": cfg.scale})
+            self.loss_fn = lambda net, x: sr_training_losses(self.diffusion, net, x, degrade, self.generator, cfg.max_aug)
+        else:
+            self.loss_fn = lambda net, x: self.diffusion.training_losses(net, x, generator=self.generator)
         if cfg.init:
             report = load_checkpoint(model, cfg.init)
             self.log_line(f"initialised from {cfg.init}: {report}")
@@ -221,7 +255,7 @@ class Trainer:
 
     def state_dict(self):
         return {
-            "kind": CHECKPOINT_KIND,
+            "kind": CHECKPOINT_KINDS[self.cfg.stage],
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
             "opt": self.opt.state_dict(),
@@ -235,9 +269,13 @@ class Trainer:
         }
 
     def _restore(self, state):
-        if state.get("kind") != CHECKPOINT_KIND:
-            raise GriditError(f"{self.ckpt_path} is not a stage-1 training checkpoint")
-        if state["model_config"] != asdict(self.model.config):
+        if state.get("kind") != CHECKPOINT_KINDS[self.cfg.stage]:
+            raise GriditError(f"{self.ckpt_path} is not a stage-{self.cfg.stage} training checkpoint")
+        try:  # through DiTConfig, so that fields added since the run started take their defaults
+            saved = asdict(DiTConfig(**state["model_config"]))
+        except (TypeError, GriditError):
+            saved = None
+        if saved != asdict(self.model.config):
             raise GriditError(f"cannot resume {self.ckpt_path}: it was trained with another model configuration")
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
@@ -264,7 +302,7 @@ class Trainer:
             sync = contextlib.nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
             with sync:
                 with self._autocast():
-                    loss = self.diffusion.training_losses(net, x, generator=self.generator)["loss"].mean()
+                    loss = self.loss_fn(net, x)["loss"].mean()
                 (loss / self.cfg.grad_accum).backward()
             total += loss.item() / self.cfg.grad_accum
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
@@ -320,9 +358,9 @@ def export_weights(ckpt_path, out_path, *, use_ema=True):
     """Write a run's (EMA) weights as ``.safetensors``, with the configs in its metadata so it samples on its own."""
     from safetensors.torch import save_file
 
-    state = _stage1_state(ckpt_path)
+    state = _trained_state(ckpt_path)
     weights = {k: v.contiguous() for k, v in state["ema" if use_ema else "model"].items()}
-    meta = {"kind": CHECKPOINT_KIND, "step": str(state["step"])}
+    meta = {"kind": state["kind"], "step": str(state["step"])}
     meta.update({k: json.dumps(state[k]) for k in ("config", "model_config", "diffusion_config")})
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,23 +370,52 @@ def export_weights(ckpt_path, out_path, *, use_ema=True):
     return out_path
 
 
-def _stage1_state(path):
-    """A stage-1 checkpoint as a dict with ``config``, ``model_config``, ``diffusion_config`` and weights."""
+def _trained_state(path, stage=None):
+    """One of our checkpoints as a dict with ``kind``, ``config``, ``model_config``, ``diffusion_config`` and weights.
+
+    ``stage`` (1 or 2) refuses the other stage's checkpoints; None takes either.
+    """
     path = Path(path)
+    what = f"stage-{stage}" if stage else "stage-1 or stage-2"
+    kinds = [CHECKPOINT_KINDS[stage]] if stage else list(CHECKPOINT_KINDS.values())
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
         weights = load_file(path)
         with safe_open(path, "pt") as f:
             meta = f.metadata() or {}
-        if meta.get("kind") != CHECKPOINT_KIND:
-            raise GriditError(f"{path} has no GriDiT stage-1 metadata; load it into a model with models.load_checkpoint instead")
+        kind = meta.get("kind")
+        _check_kind(path, kind, stage)
+        if kind not in kinds:
+            raise GriditError(f"{path} has no GriDiT {what} metadata; load it into a model with models.load_checkpoint instead")
         state = {k: json.loads(meta[k]) for k in ("config", "model_config", "diffusion_config")}
-        return {**state, "ema": weights, "model": weights, "step": int(meta.get("step", 0)), "kind": CHECKPOINT_KIND}
+        return {**state, "ema": weights, "model": weights, "step": int(meta.get("step", 0)), "kind": kind}
     state = load_file(path, map_location="cpu")
-    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
-        raise GriditError(f"{path} is not a GriDiT stage-1 checkpoint (no kind {CHECKPOINT_KIND!r})")
+    kind = state.get("kind") if isinstance(state, dict) else None
+    _check_kind(path, kind, stage)
+    if kind not in kinds:
+        raise GriditError(f"{path} is not a GriDiT {what} checkpoint (no kind {' or '.join(map(repr, kinds))})")
     return state
+
+
+def _check_kind(path, kind, stage):
+    """A clear refusal when ``path`` holds the other stage's checkpoint."""
+    found = {k: s for s, k in CHECKPOINT_KINDS.items()}.get(kind)
+    if stage and found and found != stage:
+        raise GriditError(f"{path} {_WRONG_STAGE[found]}")
+
+
+def _rebuild(path, state, use_ema, device):
+    """``(model, diffusion, config)`` from a checkpoint state, the model in eval mode."""
+    what = state["kind"].replace("gridit-", "")
+    try:
+        cfg = TrainConfig.from_dict(state["config"])
+        diffusion = Diffusion(DiffusionConfig(**state["diffusion_config"]))
+        model = DiT(DiTConfig(**state["model_config"]))
+        model.load_state_dict(state["ema" if use_ema else "model"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise GriditError(f"{path} is an incomplete or inconsistent {what} checkpoint: {str(e).splitlines()[0]}") from None
+    return model.to(device).eval(), diffusion, cfg
 
 
 def load_trained(path, *, use_ema=True, device="cpu"):
@@ -357,12 +424,12 @@ def load_trained(path, *, use_ema=True, device="cpu"):
     ``path`` is a training checkpoint (``checkpoints/last.pt``) or an exported ``.safetensors``.
     Returns ``(model, diffusion, config)`` with the model in eval mode.
     """
-    state = _stage1_state(path)
-    try:
-        cfg = TrainConfig.from_dict(state["config"])
-        diffusion = Diffusion(DiffusionConfig(**state["diffusion_config"]))
-        model = DiT(DiTConfig(**state["model_config"]))
-        model.load_state_dict(state["ema" if use_ema else "model"])
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise GriditError(f"{path} is an incomplete or inconsistent stage-1 checkpoint: {str(e).splitlines()[0]}") from None
-    return model.to(device).eval(), diffusion, cfg
+    return _rebuild(path, _trained_state(path, stage=1), use_ema, device)
+
+
+def load_sr(path, *, use_ema=True, device="cpu"):
+    """Rebuild a stage-2 (super-resolution) model, its diffusion and config (``cfg.scale``) from one of our checkpoints.
+
+    ``path`` as for ``load_trained``; the model goes to ``superres.upscale_frames``.
+    """
+    return _rebuild(path, _trained_state(path, stage=2), use_ema, device)
