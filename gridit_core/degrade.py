@@ -104,16 +104,21 @@ def opencv_sigma(kernel):
 
 
 def gaussian_blur(x, kernel, sigma):
-    """Separable Gaussian blur of ``x (N, C, H, W)`` with a ``kernel x kernel`` window; borders reflect."""
+    """Separable Gaussian blur of ``x (N, C, H, W)`` with a ``kernel x kernel`` window; ``sigma`` a float or ``(N,)``.
+
+    Borders reflect (OpenCV's default), or repeat when the image is smaller than the window's half.
+    """
+    n, c, h, w = x.shape
     r = kernel // 2
-    taps = torch.arange(-r, r + 1, dtype=torch.float64)
-    w = torch.exp(-0.5 * (taps / sigma) ** 2)
-    w = (w / w.sum()).to(device=x.device, dtype=x.dtype)  # (k,)
-    c = x.shape[1]
-    mode = "reflect" if min(x.shape[-2:]) > r else "replicate"  # reflect needs the pad to be smaller than the image
-    x = F.pad(x, (r, r, r, r), mode=mode)  # (N, C, H+2r, W+2r)
-    x = F.conv2d(x, w.reshape(1, 1, 1, -1).expand(c, 1, 1, kernel), groups=c)  # (N, C, H+2r, W)
-    return F.conv2d(x, w.reshape(1, 1, -1, 1).expand(c, 1, kernel, 1), groups=c)  # (N, C, H, W)
+    sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1, 1).expand(n, 1)  # (N, 1)
+    taps = torch.arange(-r, r + 1, dtype=torch.float64)  # (k,)
+    weights = torch.exp(-0.5 * (taps / sigma) ** 2)  # (N, k)
+    weights = (weights / weights.sum(1, keepdim=True)).repeat_interleave(c, 0).to(x)  # (N*C, k), one row a channel
+    mode = "reflect" if min(h, w) > r else "replicate"
+    y = F.pad(x.reshape(1, n * c, h, w), (r, r, r, r), mode=mode)  # (1, N*C, H+2r, W+2r)
+    y = F.conv2d(y, weights.reshape(n * c, 1, 1, kernel), groups=n * c)  # (1, N*C, H+2r, W)
+    y = F.conv2d(y, weights.reshape(n * c, 1, kernel, 1), groups=n * c)  # (1, N*C, H, W)
+    return y.reshape(n, c, h, w)
 
 
 def random_blur(x, cfg, generator=None):
@@ -121,13 +126,14 @@ def random_blur(x, cfg, generator=None):
     n = x.shape[0]
     blurred = _uniform(n, (0.0, 1.0), generator, x.device) < cfg.blur_prob  # (N,)
     source = generator.device if generator is not None else x.device
-    pick = torch.randint(0, len(cfg.blur_kernels), (n,), generator=generator, device=source).tolist()  # (N,)
+    pick = torch.randint(0, len(cfg.blur_kernels), (n,), generator=generator, device=source).to(x.device)  # (N,)
     sigma = _uniform(n, cfg.blur_sigma or (0.0, 0.0), generator, x.device)  # drawn always, so draws keep their order
     out = x.clone()
-    for i in blurred.nonzero().flatten().tolist():
-        k = cfg.blur_kernels[pick[i]]
-        s = float(sigma[i]) if cfg.blur_sigma is not None else opencv_sigma(k)
-        out[i : i + 1] = gaussian_blur(x[i : i + 1], k, s)
+    for j, k in enumerate(cfg.blur_kernels):  # one grouped convolution per kernel size
+        idx = (blurred & (pick == j)).nonzero().flatten()  # (n_k,)
+        if len(idx):
+            s = sigma[idx].cpu() if cfg.blur_sigma is not None else opencv_sigma(k)
+            out[idx] = gaussian_blur(x[idx], k, s).to(out.dtype)  # autocast may have run the convolutions in bf16
     return out
 
 

@@ -356,7 +356,7 @@ class DiT(nn.Module):
         if self.aug_embedder is None and aug_level is not None:
             raise GriditError("this model has no augmentation-level input (aug_cond=False): pass aug_level=None")
         if self.aug_embedder is not None and (aug_level is None or aug_level.shape != (x.shape[0],)):
-            raise GriditError(f"this model is conditioned on a noise-augmentation level: pass aug_level of shape ({x.shape[0]},)")
+            raise GriditError(f"this model takes a noise-augmentation level: pass aug_level of shape ({x.shape[0]},)")
 
     def forward(self, x, t, y=None, attn_mask=None, return_attn=False, *, aug_level=None):
         """Predict noise (and variance values if ``learn_sigma``) for noisy grids ``x (N, C, H, W)`` at steps ``t``.

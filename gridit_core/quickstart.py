@@ -47,8 +47,10 @@ def config(steps, *, init="", seed=0, **overrides):
         raise GriditError(f"TRAIN_STEPS must be at least 1, got {steps}")
     if init and not Path(init).is_file():
         raise GriditError(f"INIT_CHECKPOINT {init} does not exist; use '' to train from scratch")
-    warmup = QUICKSTART.warmup if not init else min(QUICKSTART.warmup, max(1, steps // 10))
-    return replace(QUICKSTART, steps=steps, init=str(init), seed=seed, warmup=warmup, ckpt_every=steps, **overrides)
+    tune = {}
+    if init:  # fine-tuning EMA weights: a gentler rate, and an EMA that starts from them instead of forgetting them
+        tune = dict(lr=QUICKSTART.lr / 4, warmup=min(QUICKSTART.warmup, max(1, steps // 10)), ema_warmup=False)
+    return replace(QUICKSTART, steps=steps, init=str(init), seed=seed, ckpt_every=steps, **{**tune, **overrides})
 
 
 def train(cfg, run_dir):

@@ -3,7 +3,7 @@
 As in the official model, the conditioning image (the low-resolution frame, bicubic-upsampled to full size) is
 concatenated with the noisy frame on channels, so the DiT sees ``2C`` input channels and predicts ``C`` (or ``2C``
 with learned sigma). Unlike the official model, the conditioning image is noise-augmented (Imagen's noise-conditioning
-augmentation, Saharia et al. 2022, sec. 2.4, and cascaded diffusion, Ho et al. 2022): it is mixed with Gaussian
+augmentation: Imagen, Saharia et al. 2022, and cascaded diffusion models, Ho et al. 2022): it is mixed with Gaussian
 noise at a level ``s`` in [0, 1], ``sqrt(1 - s^2) * lr_up + s * noise``, and ``s`` goes to the model through its
 ``aug_embedder``. ``s`` is the std of the added noise in [-1, 1] pixel units, independent of the diffusion schedule.
 Training draws ``s ~ U(0, max_aug)`` per frame; sampling uses one chosen level, so stage-1 artefacts of about that
@@ -21,17 +21,18 @@ from gridit_core.samplers import randn, sample
 
 SCALES = (2, 4)
 MAX_AUG = 0.3  # training levels ~ U(0, 0.3): noise std up to ~38 on the 0-255 scale, content still dominant (SNR 10)
-SAMPLE_AUG = 0.1  # sampling level: about the std of the training pixel noise (10-15 / 127.5), so artefacts of
-# stage 1 at that size are hidden while the low-resolution content stays clear (SNR 99)
+# Sampling level: close to the std of the training pixel noise (10-15 of 255 is 0.08-0.12), enough to hide small
+# stage-1 artefacts while the low-resolution content stays clear (SNR 99). Raise it for rougher stage-1 frames.
+SAMPLE_AUG = 0.1
 
 
 def check_scale(scale):
-    if isinstance(scale, bool) or scale not in SCALES:
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale not in SCALES:
         raise GriditError(f"the super-resolution scale must be one of {', '.join(map(str, SCALES))}, got {scale!r}")
 
 
 def build_sr_model(name, frame_size, scale, channels=3, learn_sigma=False, **kwargs):
-    """A registered DiT size as a stage-2 model on ``frame_size`` high-resolution frames (``2C`` in, ``C`` or ``2C`` out).
+    """A registered DiT size as a stage-2 model of ``frame_size`` frames: ``2C`` channels in, ``C`` (or ``2C``) out.
 
     ``kwargs`` go to ``DiTConfig`` (e.g. ``pos_embed``, ``depth``); the stage-2 inputs are set here.
     """
@@ -68,7 +69,7 @@ class SRDenoiser(nn.Module):
 
     def forward(self, x, t, y=None, *, lr_up, aug_level):
         if lr_up.shape != x.shape:
-            raise GriditError(f"the conditioning image {tuple(lr_up.shape)} must match the noisy frame {tuple(x.shape)}")
+            raise GriditError(f"conditioning image {tuple(lr_up.shape)} does not match the noisy frame {tuple(x.shape)}")
         return self.net(torch.cat([x, lr_up.to(x.dtype)], dim=1), t, y=y, aug_level=aug_level)  # (N, C or 2C, H, W)
 
 
@@ -86,10 +87,11 @@ def sr_training_losses(diffusion, model, hr, degrade_cfg=None, generator=None, m
     """
     if not 0 <= max_aug <= 1:
         raise GriditError(f"max_aug must lie in [0, 1], got {max_aug}")
-    lr_up, _ = make_pair(hr, degrade_cfg or DegradeConfig(), generator)  # (N, C, H, W)
-    source = generator.device if generator is not None else hr.device
-    level = max_aug * torch.rand(hr.shape[0], generator=generator, device=source).to(hr.device)  # (N,)
-    cond = noise_augment(lr_up, level, generator)  # (N, C, H, W)
+    with torch.autocast(hr.device.type, enabled=False):  # data preparation, kept in full precision under bf16
+        lr_up, _ = make_pair(hr.float(), degrade_cfg or DegradeConfig(), generator)  # (N, C, H, W)
+        source = generator.device if generator is not None else hr.device
+        level = max_aug * torch.rand(hr.shape[0], generator=generator, device=source).to(hr.device)  # (N,)
+        cond = noise_augment(lr_up, level, generator)  # (N, C, H, W)
     net = model if isinstance(model, SRDenoiser) else SRDenoiser(model)
     return diffusion.training_losses(net, hr, generator=generator, model_kwargs={"lr_up": cond, "aug_level": level})
 

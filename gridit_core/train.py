@@ -127,7 +127,7 @@ def build_model_and_diffusion(cfg: TrainConfig):
 
 
 def training_data(cfg: TrainConfig):
-    """The grids a config trains on: an organised grid folder, or grids cut from sequences on the fly (1x1 in stage 2)."""
+    """The grids a config trains on: an organised grid folder, or grids cut from sequences on the fly (1x1: stage 2)."""
     if is_grid_folder(cfg.data):
         return GridFolder(cfg.data, cfg.rows, cfg.cols, cfg.frame_size)
     bouncing = BouncingConfig.for_frame_size(cfg.frame_size, **cfg.builtin) if cfg.builtin else None
@@ -198,7 +198,10 @@ def init_distributed(device):
 
 
 class Trainer:
-    """Trains a grid DiT (stage 1) or a super-resolution DiT (stage 2); ``Trainer(cfg, out_dir).fit()``. ``out_dir`` holds ``checkpoints/`` and ``metrics.jsonl``."""
+    """Trains a grid DiT (stage 1) or a super-resolution DiT (stage 2); ``Trainer(cfg, out_dir).fit()``.
+
+    ``out_dir`` holds ``checkpoints/`` and ``metrics.jsonl``.
+    """
 
     def __init__(self, cfg: TrainConfig, out_dir, *, resume=False, overwrite=False, dataset=None):
         self.cfg, self.out_dir = cfg, Path(out_dir)
@@ -215,7 +218,9 @@ class Trainer:
         model, self.diffusion = build_model_and_diffusion(cfg)
         if cfg.stage == 2:
             degrade = DegradeConfig(**{**cfg.degrade, "scale": cfg.scale})
-            self.loss_fn = lambda net, x: sr_training_losses(self.diffusion, net, x, degrade, self.generator, cfg.max_aug)
+            self.loss_fn = lambda net, x: sr_training_losses(
+                self.diffusion, net, x, degrade, self.generator, cfg.max_aug
+            )
         else:
             self.loss_fn = lambda net, x: self.diffusion.training_losses(net, x, generator=self.generator)
         if cfg.init:
@@ -407,7 +412,7 @@ def _check_kind(path, kind, stage):
 
 def _rebuild(path, state, use_ema, device):
     """``(model, diffusion, config)`` from a checkpoint state, the model in eval mode."""
-    what = state["kind"].replace("gridit-", "")
+    what = {k: f"stage-{s}" for s, k in CHECKPOINT_KINDS.items()}[state["kind"]]
     try:
         cfg = TrainConfig.from_dict(state["config"])
         diffusion = Diffusion(DiffusionConfig(**state["diffusion_config"]))

@@ -82,5 +82,10 @@ def test_gaussian_blur_keeps_flat_images_and_smooths_noise():
     noise = torch.randn(1, 3, 16, 16, generator=gen())
     assert gaussian_blur(noise, 15, opencv_sigma(15)).std() < 0.5 * noise.std()
     assert opencv_sigma(9) == pytest.approx(1.7) and opencv_sigma(15) == pytest.approx(2.6)
+    batch = torch.randn(2, 3, 16, 16, generator=gen(1))
+    one_each = torch.cat([gaussian_blur(batch[:1], 9, 1.0), gaussian_blur(batch[1:], 9, 2.0)])
+    assert torch.allclose(gaussian_blur(batch, 9, torch.tensor([1.0, 2.0])), one_each, atol=1e-6)
+    drawn = random_blur(batch, DegradeConfig(blur_prob=1.0, blur_sigma=(0.5, 2.0)), gen(2))
+    assert drawn.shape == batch.shape and drawn.std() < batch.std()
     tiny = gaussian_blur(torch.randn(1, 1, 4, 4, generator=gen()), 15, 2.0)  # the pad outgrows the image
     assert tiny.shape == (1, 1, 4, 4) and torch.isfinite(tiny).all()

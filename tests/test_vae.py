@@ -182,6 +182,13 @@ def test_bad_paths_are_one_line_gridit_errors(diffusers, folder, tmp_path, offli
     with pytest.raises(GriditError) as e:  # config and weights disagree
         LatentCodec.from_path(broken)
     assert "\n" not in str(e.value) and str(broken) in str(e.value)
+    (broken / "config.json").write_text((folder / "config.json").read_text())
+    (broken / WEIGHTS).unlink()
+    with pytest.raises(GriditError, match="no file named"):
+        LatentCodec.from_path(broken)
+    (broken / "config.json").unlink()
+    with pytest.raises(GriditError, match="has no config.json"):
+        LatentCodec.from_path(broken)
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(GriditError, match="not a .safetensors"):
         LatentCodec.from_path(tmp_path / "notes.txt")
