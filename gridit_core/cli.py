@@ -1,4 +1,7 @@
-"""The ``gridit`` command: organise, train, sample, demo. Bad input ends with one line on stderr and exit code 2."""
+"""The ``gridit`` command: organise, train, sample, upscale, export, demo.
+
+Bad input ends with one line on stderr and exit code 2.
+"""
 
 import argparse
 import json
@@ -10,7 +13,7 @@ from gridit_core.errors import GriditError
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO_ROOT / "notebooks" / "experiments" / "quickstart.ipynb"
 # DiTConfig fields the trainer sets from the grid and diffusion flags; --model-kwargs may set the others
-TRAINER_SET = {"input_size", "in_channels", "rows", "cols", "pos_embed", "learn_sigma"}
+TRAINER_SET = {"input_size", "in_channels", "out_channels", "aug_cond", "rows", "cols", "pos_embed", "learn_sigma"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -120,13 +123,27 @@ def _check_model(cfg):
         raise GriditError(f"--model-kwargs {json.dumps(cfg.model_kwargs)}: {e}") from None
 
 
+def _stage_args(a):
+    """``TrainConfig`` fields from the stage flags: grid rows and columns, and stage 2's scale and augmentation."""
+    if a.stage == 1:
+        given = [flag for flag, value in (("--scale", a.scale), ("--max-aug", a.max_aug)) if value is not None]
+        if given:
+            raise GriditError(f"stage-2 options for a stage-1 run: {', '.join(given)}; add --stage 2")
+        return {"stage": 1, "rows": a.rows or 2, "cols": a.cols or 2}
+    rows, cols = a.rows or 1, a.cols or 1
+    if (rows, cols) != (1, 1):
+        raise GriditError(f"stage 2 trains on single frames: --rows and --cols must be 1 or left out, got {rows}x{cols}")
+    given = {"scale": a.scale, "max_aug": a.max_aug}
+    return {"stage": 2, "rows": 1, "cols": 1, **{k: v for k, v in given.items() if v is not None}}
+
+
 def cmd_train(a):
     from gridit_core.train import Trainer, TrainConfig, training_data
 
     diffusion = {"schedule": a.schedule, "prediction": a.prediction, "learn_sigma": a.learn_sigma,
                  "loss_weighting": a.loss_weighting}
     cfg = TrainConfig(
-        data=a.data, model=a.model, rows=a.rows, cols=a.cols, frame_size=a.frame_size, stride=a.stride,
+        data=a.data, model=a.model, **_stage_args(a), frame_size=a.frame_size, stride=a.stride,
         resize=a.resize, pos_embed=a.pos_embed, steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
         lr=a.lr, warmup=a.warmup, ema_decay=a.ema_decay, precision=a.precision, diffusion=diffusion,
         model_kwargs=a.model_kwargs, n_sequences=a.n_sequences, builtin=a.builtin, init=a.init or "", seed=a.seed,
@@ -142,16 +159,42 @@ def cmd_train(a):
 
 
 def cmd_sample(a):
+    from gridit_core.pipeline import sample_two_stage
     from gridit_core.sequence import sample_sequence
-    from gridit_core.train import load_trained
+    from gridit_core.train import load_sr, load_trained
 
-    model, diffusion, cfg = load_trained(a.ckpt, device=_device(a.device))
-    out = sample_sequence(
-        model, diffusion, a.frames, rows=cfg.rows, cols=cfg.cols, out_dir=a.out, overwrite=a.overwrite,
-        overlap=a.overlap, interpolate=a.interpolate, sampler=a.sampler, steps=a.steps, eta=a.eta,
-        resample=a.resample, seed=a.seed, device=model.pos_embed.device, fps=a.fps, progress=_progress(),
-    )
-    print(f"wrote {a.frames} frames to {Path(out) / 'frames'} and {Path(out) / 'sequence.gif'}")
+    stage2 = {"--sr-steps": a.sr_steps, "--noise-level": a.noise_level, "--sr-batch": a.sr_batch}
+    given = [flag for flag, value in stage2.items() if value is not None]
+    if a.sr_ckpt is None and given:
+        raise GriditError(f"stage-2 options without a stage-2 model: {', '.join(given)}; add --sr-ckpt STAGE2")
+    device = _device(a.device)
+    model, diffusion, cfg = load_trained(a.ckpt, device=device)
+    stage1 = dict(overlap=a.overlap, interpolate=a.interpolate, sampler=a.sampler, steps=a.steps, eta=a.eta,
+                  resample=a.resample, seed=a.seed, device=model.pos_embed.device, fps=a.fps, progress=_progress())
+    out = Path(a.out)
+    if a.sr_ckpt is None:
+        sample_sequence(model, diffusion, a.frames, rows=cfg.rows, cols=cfg.cols, out_dir=out, overwrite=a.overwrite,
+                        **stage1)
+        print(f"wrote {a.frames} frames to {out / 'frames'} and {out / 'sequence.gif'}")
+        return
+    sr_model, sr_diffusion, sr_cfg = load_sr(a.sr_ckpt, device=device)
+    defaults = {"aug_level": a.noise_level, "sr_batch": a.sr_batch}  # None: the pipeline's own default
+    sample_two_stage(model, diffusion, cfg, sr_model, sr_diffusion, sr_cfg, a.frames, out, overwrite=a.overwrite,
+                     sr_steps=a.sr_steps or a.steps, sr_sampler=a.sampler, sr_eta=a.eta,
+                     **{k: v for k, v in defaults.items() if v is not None}, **stage1)
+    print(f"wrote {a.frames} frames to {out / 'frames'} ({sr_cfg.frame_size}px) and {out / 'frames_lr'} "
+          f"({cfg.frame_size}px), with sequence.gif and sequence_lr.gif")
+
+
+def cmd_upscale(a):
+    from gridit_core.pipeline import upscale_folder
+    from gridit_core.train import load_sr
+
+    model, diffusion, cfg = load_sr(a.ckpt, device=_device(a.device))
+    out, n = upscale_folder(model, diffusion, cfg, a.input, a.out, overwrite=a.overwrite, batch_size=a.batch_size,
+                            aug_level=a.noise_level, steps=a.steps, sampler=a.sampler, eta=a.eta, seed=a.seed,
+                            fps=a.fps, progress=_progress())
+    print(f"wrote {n} frames of {cfg.frame_size}px to {out / 'frames'} and {out / 'sequence.gif'}")
 
 
 def cmd_export(a):
@@ -195,6 +238,7 @@ def _literal(text):
 
 def build_parser():
     from gridit_core.models import DiT_models
+    from gridit_core.superres import MAX_AUG, SAMPLE_AUG, SCALES
 
     parser = Parser(prog="gridit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,12 +253,20 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true", help="replace grids already in DST")
     p.set_defaults(func=cmd_organise)
 
-    p = sub.add_parser("train", help="train a stage-1 grid DiT",
-                       description="Train a stage-1 grid DiT; --out holds checkpoints/last.pt and metrics.jsonl.")
+    p = sub.add_parser("train", help="train a stage-1 grid DiT or a stage-2 super-resolution DiT",
+                       description="Train a stage-1 grid DiT, or with --stage 2 a per-frame super-resolution DiT; "
+                                   "--out holds checkpoints/last.pt and metrics.jsonl.")
     p.add_argument("--data", required=True, help="dataset folder, organised grid folder, or builtin:bouncing / builtin:digits")
     p.add_argument("--model", default="DiT-T/4", choices=sorted(DiT_models), metavar="NAME",
                    help=f"model name: {', '.join(DiT_models)}")
+    p.add_argument("--stage", type=int, choices=[1, 2], default=1,
+                   help="1: grids of frames (default); 2: super-resolution of single frames, --frame-size being the "
+                        "high-resolution side and --rows/--cols 1 or left out")
+    p.add_argument("--scale", type=int, choices=SCALES, default=None, help="stage 2: high / low resolution (default 4)")
+    p.add_argument("--max-aug", type=_unit_interval, default=None,
+                   help=f"stage 2: noise-augmentation levels of the conditioning image ~ U(0, MAX_AUG) (default {MAX_AUG})")
     _grid_args(p, frame_size_default=16)
+    p.set_defaults(rows=None, cols=None)  # stage 1: 2x2; stage 2: 1x1, and any other value is refused
     p.add_argument("--steps", type=_positive(int), default=1000, help="optimizer steps (with --resume: the total)")
     p.add_argument("--out", required=True, help="run folder: checkpoints/ and metrics.jsonl")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -241,9 +293,11 @@ def build_parser():
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="sample a sequence of any length from a stage-1 checkpoint",
+    p = sub.add_parser("sample", help="sample a sequence of any length from a stage-1 checkpoint (and super-resolve it)",
                        description="Sample exactly --frames frames grid by grid; writes DIR/frames/000000.png ... "
-                                   "and DIR/sequence.gif.")
+                                   "and DIR/sequence.gif. With --sr-ckpt, the stage-1 frames go to DIR/frames_lr/ and "
+                                   "DIR/sequence_lr.gif and their super-resolved versions to DIR/frames/ and "
+                                   "DIR/sequence.gif, a batch at a time.")
     p.add_argument("--ckpt", required=True, help="stage-1 checkpoint (checkpoints/last.pt of a run)")
     p.add_argument("--frames", type=_positive(int), required=True, help="number of frames to write")
     p.add_argument("--out", required=True, help="output folder: frames/ and sequence.gif")
@@ -258,7 +312,32 @@ def build_parser():
     p.add_argument("--fps", type=_positive(int), default=8)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace frames/ and sequence.gif already in --out")
+    p.add_argument("--sr-ckpt", help="stage-2 checkpoint: super-resolve every frame (it must take the stage-1 frame size)")
+    p.add_argument("--sr-steps", type=_positive(int), default=None,
+                   help="stage 2: denoising steps per frame (default: --steps)")
+    p.add_argument("--noise-level", type=_unit_interval, default=None,
+                   help=f"stage 2: noise-augmentation level of the low-resolution frames (default {SAMPLE_AUG})")
+    p.add_argument("--sr-batch", type=_positive(int), default=None,
+                   help="stage 2: frames super-resolved at once (default 16)")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("upscale", help="super-resolve a folder of frames with a stage-2 checkpoint",
+                       description="Super-resolve every image in --input (natural order; each must be the stage-2 "
+                                   "input size) a batch at a time; writes DIR/frames/000000.png ... and DIR/sequence.gif.")
+    p.add_argument("--ckpt", required=True, help="stage-2 checkpoint (checkpoints/last.pt of a --stage 2 run)")
+    p.add_argument("--input", required=True, help="folder of low-resolution frames")
+    p.add_argument("--out", required=True, help="output folder: frames/ and sequence.gif")
+    p.add_argument("--noise-level", type=_unit_interval, default=SAMPLE_AUG,
+                   help="noise-augmentation level of the low-resolution frames: raise it for rougher input")
+    p.add_argument("--steps", type=_positive(int), default=50, help="denoising steps per frame")
+    p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim")
+    p.add_argument("--eta", type=_unit_interval, default=0.0, help="DDIM eta")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_positive(int), default=16, help="frames super-resolved at once")
+    p.add_argument("--fps", type=_positive(int), default=8)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--overwrite", action="store_true", help="replace frames/ and sequence.gif already in --out")
+    p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("export", help="write a run's EMA weights as .safetensors with its configs")
     p.add_argument("--ckpt", required=True, help="training checkpoint (checkpoints/last.pt)")

@@ -175,31 +175,39 @@ def _stream(model, diffusion, plan, layout, shape, opts, seed, progress, callbac
         bar.close()
 
 
-class FrameWriter:
-    """Writes ``DIR/frames/000000.png ...`` as frames arrive and ``DIR/sequence.gif`` when closed."""
+SAMPLE_OUTPUTS = ["frames", "sequence.gif", "frames_lr", "sequence_lr.gif"]  # what a sampling run may leave in its folder
 
-    def __init__(self, out_dir, *, fps=8, overwrite=False, gif=True):
+
+class FrameWriter:
+    """Writes ``DIR/frames/000000.png ...`` as frames arrive and ``DIR/sequence.gif`` when closed.
+
+    ``frames`` and ``gif_name`` rename the two outputs, so one folder can hold several streams (``frames_lr/``).
+    """
+
+    def __init__(self, out_dir, *, fps=8, gif=True, frames="frames", gif_name="sequence.gif"):
         self.out_dir = Path(out_dir)
-        self.frames_dir = self.out_dir / "frames"
-        prepare_output_dir(self.out_dir, overwrite, ["frames", "sequence.gif"])
-        self.frames_dir.mkdir(parents=True, exist_ok=True)
+        self.frames_dir = self.out_dir / frames
+        self.gif_name = gif_name
+        self.frames_dir.mkdir(parents=True, exist_ok=True)  # the caller has checked the folder (prepare_output_dir)
         self.fps, self.gif = fps, gif
         self.count = 0
         self._palette_frames = []  # GIF frames kept as 1-byte palette images: small even for 1,000s of frames
 
     def add(self, frame):
+        """Write one frame (tensor ``(3, H, W)`` in [-1, 1] or uint8 ``(H, W, 3)``); returns the PIL image written."""
         img = Image.fromarray(tensor_to_uint8(frame) if torch.is_tensor(frame) else frame)
         img.save(self.frames_dir / f"{self.count:06d}.png")
         if self.gif:
             self._palette_frames.append(img.convert("P", palette=Image.ADAPTIVE))
         self.count += 1
+        return img
 
     def close(self):
         if self.gif and self._palette_frames:
             first, *rest = self._palette_frames
-            tmp = self.out_dir / ".sequence.gif.tmp"
+            tmp = self.out_dir / f".{self.gif_name}.tmp"
             first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=int(1000 / self.fps), loop=0)
-            tmp.replace(self.out_dir / "sequence.gif")
+            tmp.replace(self.out_dir / self.gif_name)
         self._palette_frames = []
         return self.out_dir
 
@@ -229,7 +237,8 @@ def sample_sequence(model, diffusion, n_frames, *, rows, cols, out_dir=None, ove
         return torch.stack(list(frames), 1)
     if n_sequences != 1:
         raise GriditError("writing to a folder takes one sequence at a time (n_sequences=1)")
-    writer = FrameWriter(out_dir, fps=fps, overwrite=overwrite)
+    prepare_output_dir(out_dir, overwrite, SAMPLE_OUTPUTS)  # also clears a two-stage run's frames_lr/
+    writer = FrameWriter(out_dir, fps=fps)
     for frame in frames:
         writer.add(frame[0])
     return writer.close()

@@ -56,8 +56,11 @@ def run(tmp_path_factory):
 
 @pytest.mark.parametrize("command, options", [
     ("organise", ["--rows", "--cols", "--frame-size", "--stride", "--resize", "--overwrite"]),
-    ("train", ["--data", "--model", "--steps", "--out", "--resume", "--batch-size", "--model-kwargs", "DiT-XL/2"]),
-    ("sample", ["--ckpt", "--frames", "--out", "--seed", "--steps", "--sampler", "--overlap", "sequence.gif"]),
+    ("train", ["--data", "--model", "--steps", "--out", "--resume", "--batch-size", "--model-kwargs", "DiT-XL/2",
+               "--stage", "--scale", "--max-aug"]),
+    ("sample", ["--ckpt", "--frames", "--out", "--seed", "--steps", "--sampler", "--overlap", "sequence.gif",
+                "--sr-ckpt", "--sr-steps", "--noise-level", "--sr-batch", "frames_lr"]),
+    ("upscale", ["--ckpt", "--input", "--out", "--noise-level", "--steps", "--batch-size", "--overwrite"]),
     ("demo", ["--out", "--param"]),
 ])
 def test_help_of_every_command(capsys, command, options):
@@ -223,3 +226,93 @@ def test_console_script_exit_code_and_message(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"gridit sample: error: checkpoint not found: {tmp_path / 'missing.pt'}"]
+
+
+def stage2_args(out, frame_size, scale, *extra):
+    args = ["train", "--stage", 2, "--scale", scale, "--data", "builtin:bouncing", "--model", "DiT-N/4", "--frame-size",
+            frame_size, "--steps", 1, "--batch-size", 4, "--n-sequences", 8, "--device", "cpu", "--model-kwargs", SMALL,
+            "--out", out, *extra]
+    return [str(a) for a in args]
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory):
+    """Checkpoints of a 1-step stage 1 on 8 px frames and a 1-step x2 stage 2 on 16 px frames."""
+    root = tmp_path_factory.mktemp("stages")
+    args = train_args(root / "s1", 1)
+    args[args.index("--frame-size") + 1] = "8"
+    assert main(args) == 0
+    assert main(stage2_args(root / "s2", 16, 2)) == 0
+    return root / "s1" / "checkpoints" / "last.pt", root / "s2" / "checkpoints" / "last.pt"
+
+
+def test_stage2_training_and_checkpoints_in_the_wrong_slot(capsys, tmp_path, stages):
+    stage1, stage2 = stages
+    state = load_file(stage2)
+    assert state["kind"] == "gridit-stage2" and (state["config"]["stage"], state["config"]["scale"]) == (2, 2)
+    assert state["model_config"]["in_channels"] == 6 and state["model_config"]["aug_cond"]
+    out = tmp_path / "out"
+    line = one_error_line(capsys, sample_args(stage2, out, 3))
+    assert f"{stage2} is a stage-2 (super-resolution) checkpoint; use it with --sr-ckpt" in line
+    line = one_error_line(capsys, sample_args(stage1, out, 3, "--sr-ckpt", stage1))
+    assert f"{stage1} is a stage-1 (grid) checkpoint; use it with gridit sample --ckpt" in line
+    line = one_error_line(capsys, ["upscale", "--ckpt", stage1, "--input", tmp_path, "--out", out])
+    assert "is a stage-1 (grid) checkpoint" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("frame_size, extra, message", [
+    (16, ["--rows", "2"], "stage 2 trains on single frames: --rows and --cols must be 1 or left out, got 2x1"),
+    (16, ["--model-kwargs", '{"aug_cond": false}'], "--model-kwargs: unknown or trainer-set keys ['aug_cond']"),
+    (18, [], "frame size 18 is not divisible by the scale factor 4"),
+], ids=["rows", "trainer-set", "scale"])
+def test_stage2_train_bad_flags(capsys, tmp_path, frame_size, extra, message):
+    assert message in one_error_line(capsys, stage2_args(tmp_path / "run", frame_size, 4, *extra))
+    assert not (tmp_path / "run").exists()
+
+
+def test_stage2_flags_need_stage2(capsys, tmp_path):
+    line = one_error_line(capsys, train_args(tmp_path / "run", 1, "--scale", "2", "--max-aug", "0.2"))
+    assert "stage-2 options for a stage-1 run: --scale, --max-aug; add --stage 2" in line
+    line = one_error_line(capsys, sample_args(tmp_path / "x.pt", tmp_path / "out", 3, "--noise-level", "0.2"))
+    assert "stage-2 options without a stage-2 model: --noise-level; add --sr-ckpt" in line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
+
+
+def test_two_stage_sample_then_upscale_the_low_resolution_frames(capsys, tmp_path, stages):
+    stage1, stage2 = stages
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for out in runs:
+        assert main(sample_args(stage1, out, 5, "--sr-ckpt", stage2, "--sr-steps", "2", "--sr-batch", "2")) == 0
+    for name, side in (("frames", 16), ("frames_lr", 8)):
+        files = sorted((runs[0] / name).iterdir())
+        assert [f.name for f in files] == [f"{i:06d}.png" for i in range(5)]
+        for f in files:
+            with Image.open(f) as img:
+                assert img.size == (side, side)
+    assert files_state(runs[0]).keys() == files_state(runs[1]).keys()
+    assert all((runs[0] / f).read_bytes() == (runs[1] / f).read_bytes() for f in files_state(runs[0]))  # same seed
+    # stage 2 alone on frames_lr/, with the same seed and batch size, gives frames/ back exactly
+    up = ["upscale", "--ckpt", stage2, "--input", runs[0] / "frames_lr", "--out", tmp_path / "up", "--steps", "2",
+          "--batch-size", "2", "--device", "cpu"]
+    assert main([str(a) for a in up]) == 0
+    assert "wrote 5 frames of 16px" in capsys.readouterr().out
+    assert all((tmp_path / "up" / "frames" / f.name).read_bytes() == f.read_bytes() for f in (runs[0] / "frames").iterdir())
+    with Image.open(tmp_path / "up" / "sequence.gif") as gif:
+        assert gif.n_frames == 5 and gif.size == (16, 16)
+    before = files_state(tmp_path / "up")
+    assert "already holds results" in one_error_line(capsys, up)
+    assert files_state(tmp_path / "up") == before
+
+
+def test_stage_sizes_that_do_not_match(capsys, tmp_path, run, stages):
+    _, stage2 = stages
+    line = one_error_line(capsys, sample_args(run / "checkpoints" / "last.pt", tmp_path / "out", 3, "--sr-ckpt", stage2))
+    assert "the stage-2 model makes 16px frames from 8px ones (x2), but stage 1 makes 16px frames" in line
+    assert not (tmp_path / "out").exists()
+    make_frames(tmp_path / "lr", n=4, size=(8, 8))
+    Image.new("RGB", (9, 8)).save(tmp_path / "lr" / "00002b.png")
+    up = ["upscale", "--ckpt", stage2, "--input", tmp_path / "lr", "--out", tmp_path / "out", "--steps", "2"]
+    line = one_error_line(capsys, up)
+    assert f"frame {tmp_path / 'lr' / '00002b.png'} is 9x8, but the x2 stage-2 model takes 8x8 frames" in line
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,130 @@
+"""Stage 1 then stage 2: a low-resolution sequence, super-resolved frame by frame and streamed to disk in batches.
+
+``sample_two_stage`` writes each stage-1 frame to ``frames_lr/`` as soon as it is final and, every ``sr_batch``
+frames, the super-resolved batch to ``frames/``; ``upscale_folder`` runs stage 2 alone on a folder of frames. Both
+super-resolve the frames as written to disk (8-bit PNG), and batch ``b`` is seeded with ``batch_seed(seed, b)``, so
+``upscale_folder`` on ``frames_lr/`` with the same seed, batch size and settings gives back ``frames/`` exactly.
+Memory holds one batch (plus the GIFs' 1-byte palette frames), whatever the length.
+"""
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from gridit_core.data import FolderSequence, frames_to_tensor
+from gridit_core.errors import GriditError
+from gridit_core.samplers import SAMPLERS
+from gridit_core.sequence import SAMPLE_OUTPUTS, FrameWriter, generate_frames, prepare_output_dir
+from gridit_core.superres import SAMPLE_AUG, check_scale, is_sr_model, upscale_frames
+
+LR_FRAMES, LR_GIF = "frames_lr", "sequence_lr.gif"
+
+
+def batch_seed(seed, b):
+    """The seed of stage-2 batch ``b``: a different one for every batch of every seed (below a million batches)."""
+    return (seed * 1_000_003 + b) % 2**64
+
+
+def check_sr_settings(model, diffusion, scale, *, batch_size, aug_level, steps, sampler, eta):
+    """Refuse now what ``upscale_frames`` would refuse only at its first batch; returns the input frame size ``(h, w)``."""
+    check_scale(scale)
+    if not is_sr_model(model):
+        raise GriditError("this is not a stage-2 (super-resolution) model; load it with train.load_sr")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise GriditError(f"the stage-2 batch size must be a positive integer, got {batch_size!r}")
+    if not 0 <= aug_level <= 1:
+        raise GriditError(f"the noise level must lie in [0, 1], got {aug_level}")
+    if sampler not in SAMPLERS:
+        raise GriditError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if not 0 <= eta <= 1:
+        raise GriditError(f"eta must lie in [0, 1], got {eta}")
+    diffusion.timesteps_for(steps)  # raises for a step count the process cannot respace to
+    h, w = model.config.image_size
+    if h % scale or w % scale:
+        raise GriditError(f"the stage-2 model's {h}x{w} frames are not divisible by its scale factor {scale}")
+    return h // scale, w // scale
+
+
+def _batched(items, n):
+    """Lists of ``n`` consecutive items (the last may be shorter), taken from ``items`` only as each list fills."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _upscale_into(writer, model, diffusion, scale, batches, total, *, seed, progress, **opts):
+    """Super-resolve batches of PIL frames in order, writing each batch's frames before the next batch is read."""
+    with tqdm(total=total, desc="upscaling", unit="frame", disable=not progress) as bar:
+        for b, images in enumerate(batches):
+            lr = frames_to_tensor(images)  # (B, 3, h, w)
+            hr = upscale_frames(model, diffusion, lr, scale=scale, seed=batch_seed(seed, b), batch_size=len(images), **opts)
+            for frame in hr:  # (3, H, W)
+                writer.add(frame)
+            bar.update(len(images))
+
+
+def sample_two_stage(
+    stage1_model, stage1_diffusion, stage1_cfg, sr_model, sr_diffusion, sr_cfg, n_frames, out_dir, *,
+    overwrite=False, sr_batch=16, aug_level=SAMPLE_AUG, sr_steps=50, sr_sampler="ddim", sr_eta=0.0, seed=0, fps=8,
+    progress=True, **stage1_kwargs,
+):  # fmt: skip
+    """Sample one sequence of exactly ``n_frames`` frames with stage 1 and super-resolve every frame with stage 2.
+
+    Writes ``out_dir/frames_lr/*.png`` and ``sequence_lr.gif`` (stage 1), ``out_dir/frames/*.png`` and
+    ``sequence.gif`` (stage 2), and returns ``out_dir``. ``stage1_kwargs`` go to ``sequence.generate_frames``
+    (``overlap``, ``interpolate``, ``sampler``, ``steps``, ``eta``, ``resample``, ``device``, ``callback``). The two
+    stages' frame sizes and every setting are checked before the folder is touched.
+    """
+    lr_side, hr_side, scale = stage1_cfg.frame_size, sr_cfg.frame_size, sr_cfg.scale
+    if hr_side != lr_side * scale:
+        raise GriditError(
+            f"the stage-2 model makes {hr_side}px frames from {hr_side // scale}px ones (x{scale}), "
+            f"but stage 1 makes {lr_side}px frames"
+        )
+    opts = dict(aug_level=aug_level, steps=sr_steps, sampler=sr_sampler, eta=sr_eta)
+    check_sr_settings(sr_model, sr_diffusion, scale, batch_size=sr_batch, **opts)
+    frames = generate_frames(stage1_model, stage1_diffusion, n_frames, rows=stage1_cfg.rows, cols=stage1_cfg.cols,
+                             seed=seed, progress=progress, **stage1_kwargs)  # checks the stage-1 settings
+    prepare_output_dir(out_dir, overwrite, SAMPLE_OUTPUTS)
+    lr_writer = FrameWriter(out_dir, fps=fps, frames=LR_FRAMES, gif_name=LR_GIF)
+    hr_writer = FrameWriter(out_dir, fps=fps)
+    written = (lr_writer.add(frame[0]) for frame in frames)  # each frame is on disk before stage 2 sees it
+    _upscale_into(hr_writer, sr_model, sr_diffusion, scale, _batched(written, sr_batch), n_frames, seed=seed,
+                  progress=progress, **opts)
+    lr_writer.close()
+    return hr_writer.close()
+
+
+def upscale_folder(
+    sr_model, sr_diffusion, sr_cfg, input_dir, out_dir, *, overwrite=False, batch_size=16, aug_level=SAMPLE_AUG,
+    steps=50, sampler="ddim", eta=0.0, seed=0, fps=8, progress=True,
+):  # fmt: skip
+    """Super-resolve every image file of ``input_dir`` (natural order) into ``out_dir/frames/`` and ``sequence.gif``.
+
+    Every frame is read and its size checked (the stage-2 input, ``frame_size / scale`` square) before the folder is
+    touched; then frames are read again a batch at a time. Returns ``(out_dir, number of frames)``.
+    """
+    scale = sr_cfg.scale
+    opts = dict(aug_level=aug_level, steps=steps, sampler=sampler, eta=eta)
+    h, w = check_sr_settings(sr_model, sr_diffusion, scale, batch_size=batch_size, **opts)
+    source = FolderSequence(input_dir)
+    if source.folder.resolve() == (Path(out_dir) / "frames").resolve():
+        raise GriditError(f"the input {source.folder} is the output's frames/ folder, which writing clears; write elsewhere")
+    for i, path in enumerate(source.files):
+        got = source.frame(i).size  # decoded in full, so a corrupt file is found now too
+        if got != (w, h):
+            raise GriditError(
+                f"frame {path} is {got[0]}x{got[1]}, but the x{scale} stage-2 model takes {w}x{h} frames "
+                f"(it makes {w * scale}x{h * scale})"
+            )
+    prepare_output_dir(out_dir, overwrite, ["frames", "sequence.gif"])
+    writer = FrameWriter(out_dir, fps=fps)
+    n = len(source)
+    batches = (source.frames(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size))
+    _upscale_into(writer, sr_model, sr_diffusion, scale, batches, n, seed=seed, progress=progress, **opts)
+    return writer.close(), n
