@@ -67,12 +67,18 @@ def real_sequences(cfg, n_sequences, n_frames, seed=1234):
     return bouncing_shapes(n_sequences, bc, seed=seed).frames
 
 
-def sample(trainer, n_frames, n_sequences, *, steps=50, seed=0):
-    """Sample with the EMA model; returns uint8 ``(S, T, H, W, 3)`` and seconds per frame."""
+def sample(trainer, n_frames, n_sequences, *, sampler="ddpm", steps=50, resample=5, seed=0):
+    """Sample with the EMA model; returns uint8 ``(S, T, H, W, 3)`` and seconds per frame.
+
+    The defaults were measured on the demo model: ancestral sampling with RePaint resampling (each step redone
+    ``resample`` times with the known cells re-imposed) follows the conditioning frames' motion much more closely
+    than DDIM (coherence 0.40 against 0.08 at the same checkpoint).
+    """
     cfg = trainer.cfg
     t0 = time.perf_counter()
     frames = sample_sequence(trainer.ema.eval(), trainer.diffusion, n_frames, rows=cfg.rows, cols=cfg.cols,
-                             n_sequences=n_sequences, steps=steps, seed=seed, device=trainer.device)
+                             n_sequences=n_sequences, sampler=sampler, steps=steps, resample=resample, seed=seed,
+                             device=trainer.device)
     seconds = time.perf_counter() - t0
     return tensor_to_uint8(frames), seconds / (n_frames * n_sequences)
 

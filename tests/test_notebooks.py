@@ -9,7 +9,7 @@ pytestmark = pytest.mark.notebooks
 
 def test_quickstart_runs_through_gridit_demo_with_tiny_parameters(tmp_path, capsys):
     out = tmp_path / "report"
-    tiny = ["TRAIN_STEPS=2", "N_FRAMES=6", "N_SEQUENCES=2", "SAMPLE_STEPS=2", "INIT_CHECKPOINT=''"]
+    tiny = ["TRAIN_STEPS=2", "N_FRAMES=6", "N_SEQUENCES=2", "SAMPLE_STEPS=2", "RESAMPLE=2", "INIT_CHECKPOINT=''"]
     assert main(["demo", "--out", str(out), *[a for p in tiny for a in ("-p", p)]]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_steps"] == 2 and metrics["sample_frames"] == 6 and metrics["sample_sequences"] == 2
