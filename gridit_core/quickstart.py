@@ -91,11 +91,19 @@ def score(samples, real):
             [("samples", samples), ("real", real), ("shuffled", shuffled), ("frozen", frozen)]}
 
 
-def loss_figure(metrics_path):
+def loss_figure(metrics_path, init=""):
+    """This run's loss; after a shipped checkpoint's own training log when it starts from one."""
     log = read_metrics(metrics_path)
     fig, ax = plt.subplots(figsize=(6, 3))
-    ax.plot([m["step"] for m in log], [m["loss"] for m in log])
-    ax.set(xlabel="optimizer step", ylabel="training loss", yscale="log", title="Loss during this run")
+    offset = 0
+    before = Path(init).with_name("training_metrics.jsonl") if init else None
+    if before is not None and before.is_file():
+        shipped = read_metrics(before)
+        offset = shipped[-1]["step"]
+        ax.plot([m["step"] for m in shipped], [m["loss"] for m in shipped], label=f"shipped checkpoint ({offset} steps)")
+    ax.plot([offset + m["step"] for m in log], [m["loss"] for m in log], label="this run")
+    ax.set(xlabel="optimizer step", ylabel="training loss", yscale="log", title="Training loss")
+    ax.legend()
     return fig
 
 
@@ -130,7 +138,7 @@ def write(out_dir, *, cfg, seconds, samples, real, scores, s_per_frame, metrics_
         {"heading": "Coherence", "text": "Balls found, tracked and checked against constant-velocity motion with wall bounces. "
                                          f"Samples are closer to real data than to shuffled frames: {closer_to_real}.",
          "png": figure_png(scores_figure(scores)), "table": table},
-        {"heading": "Training loss", "png": figure_png(loss_figure(metrics_path))},
+        {"heading": "Training loss", "png": figure_png(loss_figure(metrics_path, cfg.init))},
     ]
     plt.close("all")
     return write_report(out_dir, "GriDiT quickstart: bouncing balls", sections, metrics)
