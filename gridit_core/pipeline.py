@@ -13,9 +13,8 @@ from tqdm.auto import tqdm
 
 from gridit_core.data import FolderSequence, frames_to_tensor
 from gridit_core.errors import GriditError
-from gridit_core.samplers import SAMPLERS
 from gridit_core.sequence import SAMPLE_OUTPUTS, FrameWriter, generate_frames, prepare_output_dir
-from gridit_core.superres import SAMPLE_AUG, check_scale, is_sr_model, upscale_frames
+from gridit_core.superres import SAMPLE_AUG, check_upscale_settings, upscale_frames
 
 LR_FRAMES, LR_GIF = "frames_lr", "sequence_lr.gif"
 
@@ -23,26 +22,6 @@ LR_FRAMES, LR_GIF = "frames_lr", "sequence_lr.gif"
 def batch_seed(seed, b):
     """The seed of stage-2 batch ``b``: a different one for every batch of every seed (below a million batches)."""
     return (seed * 1_000_003 + b) % 2**64
-
-
-def check_sr_settings(model, diffusion, scale, *, batch_size, aug_level, steps, sampler, eta):
-    """Refuse now what ``upscale_frames`` would refuse only at its first batch; returns the input frame size ``(h, w)``."""
-    check_scale(scale)
-    if not is_sr_model(model):
-        raise GriditError("this is not a stage-2 (super-resolution) model; load it with train.load_sr")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise GriditError(f"the stage-2 batch size must be a positive integer, got {batch_size!r}")
-    if not 0 <= aug_level <= 1:
-        raise GriditError(f"the noise level must lie in [0, 1], got {aug_level}")
-    if sampler not in SAMPLERS:
-        raise GriditError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if not 0 <= eta <= 1:
-        raise GriditError(f"eta must lie in [0, 1], got {eta}")
-    diffusion.timesteps_for(steps)  # raises for a step count the process cannot respace to
-    h, w = model.config.image_size
-    if h % scale or w % scale:
-        raise GriditError(f"the stage-2 model's {h}x{w} frames are not divisible by its scale factor {scale}")
-    return h // scale, w // scale
 
 
 def _batched(items, n):
@@ -87,7 +66,7 @@ def sample_two_stage(
             f"but stage 1 makes {lr_side}px frames"
         )
     opts = dict(aug_level=aug_level, steps=sr_steps, sampler=sr_sampler, eta=sr_eta)
-    check_sr_settings(sr_model, sr_diffusion, scale, batch_size=sr_batch, **opts)
+    check_upscale_settings(sr_model, sr_diffusion, scale, batch_size=sr_batch, **opts)
     frames = generate_frames(stage1_model, stage1_diffusion, n_frames, rows=stage1_cfg.rows, cols=stage1_cfg.cols,
                              seed=seed, progress=progress, **stage1_kwargs)  # checks the stage-1 settings
     prepare_output_dir(out_dir, overwrite, SAMPLE_OUTPUTS)
@@ -111,7 +90,7 @@ def upscale_folder(
     """
     scale = sr_cfg.scale
     opts = dict(aug_level=aug_level, steps=steps, sampler=sampler, eta=eta)
-    h, w = check_sr_settings(sr_model, sr_diffusion, scale, batch_size=batch_size, **opts)
+    h, w = check_upscale_settings(sr_model, sr_diffusion, scale, batch_size=batch_size, **opts)
     source = FolderSequence(input_dir)
     if source.folder.resolve() == (Path(out_dir) / "frames").resolve():
         raise GriditError(f"the input {source.folder} is the output's frames/ folder, which writing clears; write elsewhere")

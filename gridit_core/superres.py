@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from gridit_core.degrade import DegradeConfig, make_pair, upsample
 from gridit_core.errors import GriditError
 from gridit_core.models import build_model
-from gridit_core.samplers import randn, sample
+from gridit_core.samplers import SAMPLERS, randn, sample
 
 SCALES = (2, 4)
 MAX_AUG = 0.3  # training levels ~ U(0, 0.3): noise std up to ~38 on the 0-255 scale, content still dominant (SNR 10)
@@ -97,6 +97,26 @@ def sr_training_losses(diffusion, model, hr, degrade_cfg=None, generator=None, m
 
 
 @torch.no_grad()
+def check_upscale_settings(model, diffusion, scale, *, batch_size=16, aug_level=SAMPLE_AUG, steps=50, sampler="ddim", eta=0.0):
+    """Every setting ``upscale_frames`` needs, checked before any frame is sampled; returns the input size ``(h, w)``."""
+    check_scale(scale)
+    if not is_sr_model(model):
+        raise GriditError("this is not a stage-2 (super-resolution) model; load it with train.load_sr")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise GriditError(f"the stage-2 batch size must be a positive integer, got {batch_size!r}")
+    if not 0 <= aug_level <= 1:
+        raise GriditError(f"the noise level must lie in [0, 1], got {aug_level}")
+    if sampler not in SAMPLERS:
+        raise GriditError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if not 0 <= eta <= 1:
+        raise GriditError(f"eta must lie in [0, 1], got {eta}")
+    diffusion.timesteps_for(steps)  # raises for a step count the process cannot respace to
+    h, w = model.config.image_size
+    if h % scale or w % scale:
+        raise GriditError(f"the stage-2 model's {h}x{w} frames are not divisible by its scale factor {scale}")
+    return h // scale, w // scale
+
+
 def upscale_frames(
     model, diffusion, lr_small, *, scale, aug_level=SAMPLE_AUG, sampler="ddim", steps=50, eta=0.0, seed=0,
     batch_size=16, callback=None, progress=False, device=None,
@@ -108,13 +128,8 @@ def upscale_frames(
     result is the same for the same ``seed`` and ``batch_size`` on any device. ``callback`` gets the sampler's dict
     plus ``"batch"`` and ``"batches"``. Returns the frames on the model's device (or ``device``), clamped.
     """
-    check_scale(scale)
-    if not is_sr_model(model):
-        raise GriditError("this is not a stage-2 (super-resolution) model; build it with build_sr_model or load_sr")
-    if not 0 <= aug_level <= 1:
-        raise GriditError(f"aug_level must lie in [0, 1], got {aug_level}")
-    if batch_size < 1:
-        raise GriditError(f"batch_size must be positive, got {batch_size}")
+    check_upscale_settings(model, diffusion, scale, batch_size=batch_size, aug_level=aug_level, steps=steps,
+                           sampler=sampler, eta=eta)
     channels = model.config.in_channels // 2
     if not torch.is_tensor(lr_small) or lr_small.ndim != 4 or lr_small.shape[1] != channels:
         raise GriditError(f"lr_small must be (N, {channels}, h, w), got {tuple(getattr(lr_small, 'shape', ()))}")
