@@ -2,7 +2,7 @@
 
 The notebook ``notebooks/experiments/quickstart.ipynb`` stays thin and calls these functions. The demo's
 recipe was chosen from measurements on 2 CPU cores (see README, "The demo's recipe"): one ball of a fixed
-colour on 16 px frames, a 2x2 grid, v-prediction on a cosine schedule with min-SNR weighting.
+colour on 16 px frames, a 2x2 grid, v-prediction on a cosine schedule, started from a shipped checkpoint.
 """
 
 import time
@@ -18,9 +18,6 @@ from gridit_core.metrics import coherence_many, freeze_frames, shuffle_frames
 from gridit_core.report import figure_png, gif_bytes, write_report
 from gridit_core.sequence import sample_sequence
 from gridit_core.train import Trainer, TrainConfig, read_metrics
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_CHECKPOINT = REPO_ROOT / "assets" / "demo_bouncing" / "model.safetensors"
 
 QUICKSTART = TrainConfig(
     data="builtin:bouncing",

@@ -103,11 +103,7 @@ def generate_frames(
     gh, gw = model.config.image_size
     if gh % rows or gw % cols:
         raise GriditError(f"the model's {gh}x{gw} input does not split into a {rows}x{cols} grid")
-    if sampler not in gd.SAMPLERS:
-        raise GriditError(f"unknown sampler {sampler!r}; choose one of {', '.join(gd.SAMPLERS)}")
-    if not 0 <= eta <= 1:
-        raise GriditError(f"eta must be in [0, 1], got {eta}")
-    diffusion.timesteps_for(steps)  # raises for a step count the process cannot respace to
+    gd.Stepper(diffusion, sampler, steps, eta)  # refuses an unknown sampler, eta or step count now, not mid-sequence
     layout = GridLayout(rows, cols, gh // rows, gw // cols)
     opts = dict(sampler=sampler, steps=steps, resample=resample, device=device)
     if sampler == "ddim":

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from gridit_core.degrade import DegradeConfig, make_pair, upsample
 from gridit_core.errors import GriditError
 from gridit_core.models import build_model
-from gridit_core.samplers import SAMPLERS, randn, sample
+from gridit_core.samplers import Stepper, randn, sample
 
 SCALES = (2, 4)
 MAX_AUG = 0.3  # training levels ~ U(0, 0.3): noise std up to ~38 on the 0-255 scale, content still dominant (SNR 10)
@@ -106,11 +106,7 @@ def check_upscale_settings(model, diffusion, scale, *, batch_size=16, aug_level=
         raise GriditError(f"the stage-2 batch size must be a positive integer, got {batch_size!r}")
     if not 0 <= aug_level <= 1:
         raise GriditError(f"the noise level must lie in [0, 1], got {aug_level}")
-    if sampler not in SAMPLERS:
-        raise GriditError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if not 0 <= eta <= 1:
-        raise GriditError(f"eta must lie in [0, 1], got {eta}")
-    diffusion.timesteps_for(steps)  # raises for a step count the process cannot respace to
+    Stepper(diffusion, sampler, steps, eta)  # refuses an unknown sampler, eta or step count
     h, w = model.config.image_size
     if h % scale or w % scale:
         raise GriditError(f"the stage-2 model's {h}x{w} frames are not divisible by its scale factor {scale}")
