@@ -45,6 +45,13 @@ def _at_least_zero(kind):
     return parse
 
 
+def _above_zero(text):
+    value = float(text)
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def _unit_interval(text):
     value = float(text)
     if not 0 <= value <= 1:
@@ -101,7 +108,7 @@ def cmd_organise(a):
     print(f"wrote {n} grids to {a.dst}")
 
 
-def _check_model(cfg):
+def _check_model(cfg, codec=None):
     """Build the model on the meta device (no memory, no weights) so a bad size fails before data or output is touched."""
     import torch
 
@@ -114,7 +121,7 @@ def _check_model(cfg):
         raise GriditError(f"--model-kwargs: unknown or trainer-set keys {sorted(unknown)}; allowed: {', '.join(allowed)}")
     try:
         with torch.device("meta"):
-            build_model_and_diffusion(cfg)
+            build_model_and_diffusion(cfg, codec)
     except GriditError:
         raise
     except (TypeError, ValueError) as e:
@@ -138,8 +145,10 @@ def _stage_args(a):
 
 
 def cmd_train(a):
-    from gridit_core.train import Trainer, TrainConfig, training_data
+    from gridit_core.train import Trainer, TrainConfig, load_codec, training_data
 
+    if a.vae_scale is not None and not a.vae:
+        raise GriditError("--vae-scale without --vae: the latent scale applies only to a VAE's latents")
     diffusion = {"schedule": a.schedule, "prediction": a.prediction, "learn_sigma": a.learn_sigma,
                  "loss_weighting": a.loss_weighting}
     cfg = TrainConfig(
@@ -147,12 +156,13 @@ def cmd_train(a):
         resize=a.resize, pos_embed=a.pos_embed, steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
         lr=a.lr, warmup=a.warmup, ema_decay=a.ema_decay, precision=a.precision, diffusion=diffusion,
         model_kwargs=a.model_kwargs, n_sequences=a.n_sequences, builtin=a.builtin, init=a.init or "", seed=a.seed,
-        ckpt_every=a.ckpt_every, device=a.device,
+        ckpt_every=a.ckpt_every, device=a.device, vae=a.vae or "", vae_scale=a.vae_scale,
     )
-    _device(cfg.device)
-    _check_model(cfg)
+    device = _device(cfg.device)
+    codec = load_codec(cfg, device=device)  # a bad --vae fails here, before anything is touched
+    _check_model(cfg, codec)
     dataset = training_data(cfg)  # opened before the Trainer, whose --overwrite clears the old run
-    trainer = Trainer(cfg, a.out, resume=a.resume, overwrite=a.overwrite, dataset=dataset)
+    trainer = Trainer(cfg, a.out, resume=a.resume, overwrite=a.overwrite, dataset=dataset, codec=codec)
     metrics = trainer.fit(progress=_progress())
     loss = f"loss {metrics['loss']:.4f}; " if "loss" in metrics else ""
     print(f"step {trainer.step}: {loss}checkpoint in {Path(a.out) / 'checkpoints'}")
@@ -161,7 +171,7 @@ def cmd_train(a):
 def cmd_sample(a):
     from gridit_core.pipeline import sample_two_stage
     from gridit_core.sequence import sample_sequence
-    from gridit_core.train import load_sr, load_trained
+    from gridit_core.train import load_codec, load_sr, load_trained
 
     stage2 = {"--sr-steps": a.sr_steps, "--noise-level": a.noise_level, "--sr-batch": a.sr_batch}
     given = [flag for flag, value in stage2.items() if value is not None]
@@ -169,18 +179,25 @@ def cmd_sample(a):
         raise GriditError(f"stage-2 options without a stage-2 model: {', '.join(given)}; add --sr-ckpt STAGE2")
     device = _device(a.device)
     model, diffusion, cfg = load_trained(a.ckpt, device=device)
+    sr = load_sr(a.sr_ckpt, device=device) if a.sr_ckpt is not None else None
+    if a.vae is not None and not cfg.vae and not (sr and sr[2].vae):
+        raise GriditError(f"--vae {a.vae}: neither stage was trained in a VAE's latents")
+    vae = {"vae": a.vae, "device": device}
+    codec = load_codec(cfg, model, **vae) if cfg.vae else None
     stage1 = dict(overlap=a.overlap, interpolate=a.interpolate, sampler=a.sampler, steps=a.steps, eta=a.eta,
-                  resample=a.resample, seed=a.seed, device=model.pos_embed.device, fps=a.fps, progress=_progress())
+                  resample=a.resample, seed=a.seed, device=model.pos_embed.device, fps=a.fps, progress=_progress(),
+                  codec=codec)
     out = Path(a.out)
     if a.sr_ckpt is None:
         sample_sequence(model, diffusion, a.frames, rows=cfg.rows, cols=cfg.cols, out_dir=out, overwrite=a.overwrite,
                         **stage1)
         print(f"wrote {a.frames} frames to {out / 'frames'} and {out / 'sequence.gif'}")
         return
-    sr_model, sr_diffusion, sr_cfg = load_sr(a.sr_ckpt, device=device)
+    sr_model, sr_diffusion, sr_cfg = sr
+    sr_codec = load_codec(sr_cfg, sr_model, **vae) if sr_cfg.vae else None
     defaults = {"aug_level": a.noise_level, "sr_batch": a.sr_batch}  # None: the pipeline's own default
     sample_two_stage(model, diffusion, cfg, sr_model, sr_diffusion, sr_cfg, a.frames, out, overwrite=a.overwrite,
-                     sr_steps=a.sr_steps or a.steps, sr_sampler=a.sampler, sr_eta=a.eta,
+                     sr_steps=a.sr_steps or a.steps, sr_sampler=a.sampler, sr_eta=a.eta, sr_codec=sr_codec,
                      **{k: v for k, v in defaults.items() if v is not None}, **stage1)
     print(f"wrote {a.frames} frames to {out / 'frames'} ({sr_cfg.frame_size}px) and {out / 'frames_lr'} "
           f"({cfg.frame_size}px), with sequence.gif and sequence_lr.gif")
@@ -188,10 +205,13 @@ def cmd_sample(a):
 
 def cmd_upscale(a):
     from gridit_core.pipeline import upscale_folder
-    from gridit_core.train import load_sr
+    from gridit_core.train import load_codec, load_sr
 
-    model, diffusion, cfg = load_sr(a.ckpt, device=_device(a.device))
+    device = _device(a.device)
+    model, diffusion, cfg = load_sr(a.ckpt, device=device)
+    codec = load_codec(cfg, model, vae=a.vae, device=device)
     out, n = upscale_folder(model, diffusion, cfg, a.input, a.out, overwrite=a.overwrite, batch_size=a.batch_size,
+                            codec=codec,
                             aug_level=a.noise_level, steps=a.steps, sampler=a.sampler, eta=a.eta, seed=a.seed,
                             fps=a.fps, progress=_progress())
     print(f"wrote {n} frames of {cfg.frame_size}px to {out / 'frames'} and {out / 'sequence.gif'}")
@@ -291,6 +311,10 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ckpt-every", type=_positive(int), default=250)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--vae", help="diffuse in the latents of this local diffusers AutoencoderKL (a save_pretrained "
+                                 "folder, or a .safetensors/.ckpt file beside its config.json); default: pixels")
+    p.add_argument("--vae-scale", type=_above_zero, default=None,
+                   help="latent scale (default: the VAE config's scaling_factor, else 0.18215)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="sample a sequence of any length from a stage-1 checkpoint (and super-resolve it)",
@@ -319,6 +343,8 @@ def build_parser():
                    help=f"stage 2: noise-augmentation level of the low-resolution frames (default {SAMPLE_AUG})")
     p.add_argument("--sr-batch", type=_positive(int), default=None,
                    help="stage 2: frames super-resolved at once (default 16)")
+    p.add_argument("--vae", help="where the VAE of a latent-space model is now, for either stage (default: the path "
+                                 "saved at training)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("upscale", help="super-resolve a folder of frames with a stage-2 checkpoint",
@@ -337,6 +363,7 @@ def build_parser():
     p.add_argument("--fps", type=_positive(int), default=8)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace frames/ and sequence.gif already in --out")
+    p.add_argument("--vae", help="where the VAE of a latent-space model is now (default: the path saved at training)")
     p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("export", help="write a run's EMA weights as .safetensors with its configs")

@@ -36,12 +36,12 @@ def _batched(items, n):
         yield batch
 
 
-def _upscale_into(writer, model, diffusion, scale, batches, total, *, seed, progress, **opts):
+def _upscale_into(writer, model, diffusion, batches, total, *, seed, progress, **opts):
     """Super-resolve batches of PIL frames in order, writing each batch's frames before the next batch is read."""
     with tqdm(total=total, desc="upscaling", unit="frame", disable=not progress) as bar:
         for b, images in enumerate(batches):
             lr = frames_to_tensor(images)  # (B, 3, h, w)
-            hr = upscale_frames(model, diffusion, lr, scale=scale, seed=batch_seed(seed, b), batch_size=len(images), **opts)
+            hr = upscale_frames(model, diffusion, lr, seed=batch_seed(seed, b), batch_size=len(images), **opts)
             for frame in hr:  # (3, H, W)
                 writer.add(frame)
             bar.update(len(images))
@@ -50,14 +50,16 @@ def _upscale_into(writer, model, diffusion, scale, batches, total, *, seed, prog
 def sample_two_stage(
     stage1_model, stage1_diffusion, stage1_cfg, sr_model, sr_diffusion, sr_cfg, n_frames, out_dir, *,
     overwrite=False, sr_batch=16, aug_level=SAMPLE_AUG, sr_steps=50, sr_sampler="ddim", sr_eta=0.0, seed=0, fps=8,
-    progress=True, **stage1_kwargs,
+    progress=True, codec=None, sr_codec=None, **stage1_kwargs,
 ):  # fmt: skip
     """Sample one sequence of exactly ``n_frames`` frames with stage 1 and super-resolve every frame with stage 2.
 
     Writes ``out_dir/frames_lr/*.png`` and ``sequence_lr.gif`` (stage 1), ``out_dir/frames/*.png`` and
     ``sequence.gif`` (stage 2), and returns ``out_dir``. ``stage1_kwargs`` go to ``sequence.generate_frames``
-    (``overlap``, ``interpolate``, ``sampler``, ``steps``, ``eta``, ``resample``, ``device``, ``callback``). The two
-    stages' frame sizes and every setting are checked before the folder is touched.
+    (``overlap``, ``interpolate``, ``sampler``, ``steps``, ``eta``, ``resample``, ``device``, ``callback``).
+    ``codec`` and ``sr_codec`` are the stages' VAE codecs (``train.load_codec``; None in pixel space): the stages pass
+    each other RGB frames either way. The two stages' frame sizes and every setting are checked before the folder is
+    touched.
     """
     lr_side, hr_side, scale = stage1_cfg.frame_size, sr_cfg.frame_size, sr_cfg.scale
     if hr_side != lr_side * scale:
@@ -65,31 +67,33 @@ def sample_two_stage(
             f"the stage-2 model makes {hr_side}px frames from {hr_side // scale}px ones (x{scale}), "
             f"but stage 1 makes {lr_side}px frames"
         )
-    opts = dict(aug_level=aug_level, steps=sr_steps, sampler=sr_sampler, eta=sr_eta)
+    opts = dict(aug_level=aug_level, steps=sr_steps, sampler=sr_sampler, eta=sr_eta, codec=sr_codec)
     check_upscale_settings(sr_model, sr_diffusion, scale, batch_size=sr_batch, **opts)
     frames = generate_frames(stage1_model, stage1_diffusion, n_frames, rows=stage1_cfg.rows, cols=stage1_cfg.cols,
-                             seed=seed, progress=progress, **stage1_kwargs)  # checks the stage-1 settings
+                             seed=seed, progress=progress, codec=codec, **stage1_kwargs)  # checks stage-1 settings
     prepare_output_dir(out_dir, overwrite, SAMPLE_OUTPUTS)
     lr_writer = FrameWriter(out_dir, fps=fps, frames=LR_FRAMES, gif_name=LR_GIF)
     hr_writer = FrameWriter(out_dir, fps=fps)
     written = (lr_writer.add(frame[0]) for frame in frames)  # each frame is on disk before stage 2 sees it
-    _upscale_into(hr_writer, sr_model, sr_diffusion, scale, _batched(written, sr_batch), n_frames, seed=seed,
-                  progress=progress, **opts)
+    _upscale_into(hr_writer, sr_model, sr_diffusion, _batched(written, sr_batch), n_frames, seed=seed,
+                  progress=progress, scale=scale, residual=sr_cfg.residual, **opts)
     lr_writer.close()
     return hr_writer.close()
 
 
 def upscale_folder(
     sr_model, sr_diffusion, sr_cfg, input_dir, out_dir, *, overwrite=False, batch_size=16, aug_level=SAMPLE_AUG,
-    steps=50, sampler="ddim", eta=0.0, seed=0, fps=8, progress=True,
+    steps=50, sampler="ddim", eta=0.0, seed=0, fps=8, progress=True, codec=None,
 ):  # fmt: skip
     """Super-resolve every image file of ``input_dir`` (natural order) into ``out_dir/frames/`` and ``sequence.gif``.
+
+    ``codec``: the model's VAE codec (``train.load_codec``), None in pixel space.
 
     Every frame is read and its size checked (the stage-2 input, ``frame_size / scale`` square) before the folder is
     touched; then frames are read again a batch at a time. Returns ``(out_dir, number of frames)``.
     """
     scale = sr_cfg.scale
-    opts = dict(aug_level=aug_level, steps=steps, sampler=sampler, eta=eta)
+    opts = dict(aug_level=aug_level, steps=steps, sampler=sampler, eta=eta, codec=codec)
     h, w = check_upscale_settings(sr_model, sr_diffusion, scale, batch_size=batch_size, **opts)
     source = FolderSequence(input_dir)
     if source.folder.resolve() == (Path(out_dir) / "frames").resolve():
@@ -105,5 +109,6 @@ def upscale_folder(
     writer = FrameWriter(out_dir, fps=fps)
     n = len(source)
     batches = (source.frames(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size))
-    _upscale_into(writer, sr_model, sr_diffusion, scale, batches, n, seed=seed, progress=progress, **opts)
+    _upscale_into(writer, sr_model, sr_diffusion, batches, n, seed=seed, progress=progress, scale=scale,
+                  residual=sr_cfg.residual, **opts)
     return writer.close(), n

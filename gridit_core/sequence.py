@@ -93,11 +93,16 @@ def generate_frames(
     device="cpu",
     progress=True,
     callback=None,
+    codec=None,
 ):
     """An iterator of frames ``(n_sequences, C, H, W)``, one time step at a time, exactly ``n_frames`` of them.
 
-    Every setting is checked here, before the first grid is sampled or anything is written.
+    A latent-space model needs its ``codec`` (``train.load_codec``): grids are sampled in latents, and each frame is
+    decoded to RGB pixels as it comes out (known frames pass between grids as latents, never re-encoded). Every
+    setting is checked here, before the first grid is sampled or anything is written.
     """
+    if codec is not None and codec.latent_channels != model.in_channels:
+        raise GriditError(f"the model takes {model.in_channels}-channel latents, but the VAE makes {codec.latent_channels}")
     overlap = default_overlap(rows, cols) if overlap is None else overlap
     plan = SequencePlan(n_frames, rows, cols, overlap, interpolate)
     gh, gw = model.config.image_size
@@ -108,7 +113,8 @@ def generate_frames(
     opts = dict(sampler=sampler, steps=steps, resample=resample, device=device)
     if sampler == "ddim":
         opts["eta"] = eta
-    return _stream(model, diffusion, plan, layout, (n_sequences, model.in_channels, gh, gw), opts, seed, progress, callback)
+    frames = _stream(model, diffusion, plan, layout, (n_sequences, model.in_channels, gh, gw), opts, seed, progress, callback)
+    return frames if codec is None else (codec.decode(z) for z in frames)  # (n_sequences, 3, H*f, W*f) each
 
 
 def _stream(model, diffusion, plan, layout, shape, opts, seed, progress, callback):

@@ -28,6 +28,7 @@ from gridit_core.errors import GriditError
 from gridit_core.models import DiT, DiTConfig, build_model, load_checkpoint
 from gridit_core.organise import GridFolder, is_grid_folder
 from gridit_core.superres import MAX_AUG, build_sr_model, check_scale, sr_training_losses
+from gridit_core.vae import codec_for, encode_grid
 
 CHECKPOINT_KIND = "gridit-stage1"
 CHECKPOINT_KINDS = {1: CHECKPOINT_KIND, 2: "gridit-stage2"}
@@ -72,6 +73,9 @@ class TrainConfig:
     scale: int = 4  # stage 2: high / low resolution, 2 or 4
     max_aug: float = MAX_AUG  # stage 2: noise-augmentation levels of the conditioning image ~ U(0, max_aug)
     degrade: dict = field(default_factory=dict)  # stage 2: DegradeConfig fields (scale comes from ``scale``)
+    residual: bool = True  # stage 2: diffuse hr minus the bicubic upsample of its low-resolution frame
+    vae: str = ""  # a local diffusers AutoencoderKL (folder or file): diffuse in its latent space; "" = pixel space
+    vae_scale: float | None = None  # latent scale; None = the VAE config's scaling_factor (0.18215 if it names none)
 
     def __post_init__(self):
         if self.stage not in CHECKPOINT_KINDS:
@@ -104,26 +108,59 @@ def resolve_device(name="auto"):
     return torch.device(name)
 
 
-def build_model_and_diffusion(cfg: TrainConfig):
-    """The DiT and the diffusion process a config describes."""
+def build_model_and_diffusion(cfg: TrainConfig, codec=None):
+    """The DiT and the diffusion process a config describes; ``codec`` (from ``load_codec``, needed when ``cfg.vae``
+    is set) sizes the model for its latents: ``latent_channels`` channels, frames ``downsample_factor`` times smaller."""
+    if cfg.vae and codec is None:
+        raise GriditError("a latent-space config needs its codec (train.load_codec) to size the model")
+    channels, factor = (codec.latent_channels, codec.downsample_factor) if codec is not None else (3, 1)
     diffusion = Diffusion(DiffusionConfig(**cfg.diffusion))
-    if cfg.stage == 2:
-        model = build_sr_model(
-            cfg.model, cfg.frame_size, cfg.scale, channels=3, learn_sigma=diffusion.config.learn_sigma,
-            pos_embed=cfg.pos_embed, **cfg.model_kwargs,
-        )  # fmt: skip
-        return model, diffusion
-    model = build_model(
-        cfg.model,
-        input_size=(cfg.rows * cfg.frame_size, cfg.cols * cfg.frame_size),
-        in_channels=3,
-        rows=cfg.rows,
-        cols=cfg.cols,
-        pos_embed=cfg.pos_embed,
-        learn_sigma=diffusion.config.learn_sigma,
-        **cfg.model_kwargs,
-    )
+    if cfg.frame_size % factor:
+        raise GriditError(f"frame size {cfg.frame_size} is not divisible by the VAE's downsampling factor {factor}")
+    side = cfg.frame_size // factor
+    try:
+        if cfg.stage == 2:
+            model = build_sr_model(
+                cfg.model, cfg.frame_size, cfg.scale, channels=channels, factor=factor,
+                learn_sigma=diffusion.config.learn_sigma, pos_embed=cfg.pos_embed, **cfg.model_kwargs,
+            )  # fmt: skip
+        else:
+            model = build_model(
+                cfg.model, input_size=(cfg.rows * side, cfg.cols * side), in_channels=channels, rows=cfg.rows,
+                cols=cfg.cols, pos_embed=cfg.pos_embed, learn_sigma=diffusion.config.learn_sigma, **cfg.model_kwargs,
+            )  # fmt: skip
+    except GriditError as e:
+        if factor == 1:
+            raise
+        raise GriditError(f"{e} (the VAE's latents of {cfg.frame_size}px frames are {side}px)") from None
     return model, diffusion
+
+
+def load_codec(cfg: TrainConfig, model=None, *, vae=None, device="cpu"):
+    """The codec a run diffuses in: None for pixel space, else a ``vae.LatentCodec`` of ``vae`` (a path that
+    overrides the one saved in ``cfg``, e.g. on another machine) or of ``cfg.vae``.
+
+    With ``model``, the VAE's latent channels and downsampling factor are checked against it and ``cfg.frame_size``.
+    """
+    if not cfg.vae:
+        if vae is not None:
+            raise GriditError(f"--vae {vae}: this stage-{cfg.stage} model was trained in pixel space, not in a VAE's latents")
+        return None
+    path = Path(vae if vae is not None else cfg.vae).expanduser()
+    if vae is None and model is not None and not path.exists():  # a trained model whose VAE has moved
+        raise GriditError(f"this stage-{cfg.stage} model was trained in the latents of the VAE {path}, which is not "
+                          "there; pass --vae PATH")  # fmt: skip
+    codec = codec_for(path, device=device, scale=cfg.vae_scale)
+    if model is not None:
+        mc = model.config
+        channels = mc.in_channels // 2 if cfg.stage == 2 else mc.in_channels
+        side = mc.image_size[0] if cfg.stage == 2 else mc.frame_size[0]
+        if (codec.latent_channels, side * codec.downsample_factor) != (channels, cfg.frame_size):
+            raise GriditError(
+                f"the VAE {path} has {codec.latent_channels} latent channels at 1/{codec.downsample_factor} size, but "
+                f"the model was trained on {channels} channels of {side}px for {cfg.frame_size}px frames"
+            )
+    return codec
 
 
 def training_data(cfg: TrainConfig):
@@ -203,7 +240,7 @@ class Trainer:
     ``out_dir`` holds ``checkpoints/`` and ``metrics.jsonl``.
     """
 
-    def __init__(self, cfg: TrainConfig, out_dir, *, resume=False, overwrite=False, dataset=None):
+    def __init__(self, cfg: TrainConfig, out_dir, *, resume=False, overwrite=False, dataset=None, codec=None):
         self.cfg, self.out_dir = cfg, Path(out_dir)
         self.ckpt_path = self.out_dir / "checkpoints" / "last.pt"
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -214,15 +251,16 @@ class Trainer:
             raise GriditError(f"{self.out_dir} already holds a training run; pass --resume to continue it or --overwrite to replace it")
 
         torch.manual_seed(cfg.seed)
+        self.codec = codec if codec is not None else load_codec(cfg, device=self.device)
         self.dataset = dataset if dataset is not None else training_data(cfg)
-        model, self.diffusion = build_model_and_diffusion(cfg)
+        model, self.diffusion = build_model_and_diffusion(cfg, self.codec)
         if cfg.stage == 2:
             degrade = DegradeConfig(**{**cfg.degrade, "scale": cfg.scale})
             self.loss_fn = lambda net, x: sr_training_losses(
-                self.diffusion, net, x, degrade, self.generator, cfg.max_aug
+                self.diffusion, net, x, degrade, self.generator, cfg.max_aug, cfg.residual, self.codec
             )
         else:
-            self.loss_fn = lambda net, x: self.diffusion.training_losses(net, x, generator=self.generator)
+            self.loss_fn = lambda net, x: self.diffusion.training_losses(net, self._latents(x), generator=self.generator)
         if cfg.init:
             report = load_checkpoint(model, cfg.init)
             self.log_line(f"initialised from {cfg.init}: {report}")
@@ -244,6 +282,13 @@ class Trainer:
             self.ckpt_path.unlink(missing_ok=True)
             self.metrics_path.unlink(missing_ok=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def _latents(self, grids):
+        """Stage-1 grids ``(B, 3, GH, GW)`` as the model sees them: pixels, or each frame's latents tiled again."""
+        if self.codec is None:
+            return grids
+        with torch.autocast(grids.device.type, enabled=False):
+            return encode_grid(self.codec, grids.float(), self.cfg.rows, self.cfg.cols)  # (B, C, GH/f, GW/f)
 
     # ---- bookkeeping -------------------------------------------------------------------------
     def log_line(self, text):

@@ -15,6 +15,7 @@ import torch
 
 from gridit_core.ckpt import load_file
 from gridit_core.errors import GriditError
+from gridit_core.grid import frames_to_grid, grid_to_frames
 
 SD_SCALE = 0.18215  # Stable Diffusion VAE latent scale, used when the config names none
 
@@ -128,6 +129,17 @@ def codec_for(vae_path=None, device="cpu", dtype=torch.float32, scale=None):
     if vae_path is None:
         return IdentityCodec()
     return LatentCodec.from_path(vae_path, device=device, dtype=dtype, scale=scale)
+
+
+def encode_grid(codec, grid, rows, cols, batch_size=64):
+    """A grid image ``(N, 3, GH, GW)`` -> the latent grid ``(N, C, GH/f, GW/f)`` of its frames, each encoded on its own.
+
+    Frame by frame, so a latent cell depends only on its frame: known frames carried from one grid to the next stay
+    exact, and ``decode`` of one cell gives its frame back.
+    """
+    frames = grid_to_frames(grid, rows, cols)  # (N, F, 3, H, W)
+    z = codec.encode_batched(frames.flatten(0, 1), batch_size)  # (N*F, C, h, w)
+    return frames_to_grid(z.unflatten(0, frames.shape[:2]), rows, cols)
 
 
 def _check(t, channels, what):

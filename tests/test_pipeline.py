@@ -19,7 +19,7 @@ SMALL = dict(depth=1, hidden_size=32, num_heads=2)
 
 
 def cfg(frame_size, rows=1, cols=1, scale=None):
-    return SimpleNamespace(frame_size=frame_size, rows=rows, cols=cols, scale=scale)
+    return SimpleNamespace(frame_size=frame_size, rows=rows, cols=cols, scale=scale, residual=True)
 
 
 def fake_stage1(side, rows=2, cols=2):

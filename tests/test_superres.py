@@ -120,6 +120,27 @@ def test_upscale_is_deterministic_and_checks_sizes():
         upscale_frames(build_model("DiT-N/4", input_size=16, in_channels=3, **SMALL), diffusion, lr, scale=4)
 
 
+def test_residual_model_starts_at_bicubic_and_its_target_is_the_residual():
+    """adaLN-Zero outputs 0 at init; predicting x0 of the residual, an untrained model returns the bicubic upsample."""
+    model = build_sr_model("DiT-N/4", 16, 4, **SMALL).eval()
+    diffusion = Diffusion(DiffusionConfig(num_steps=50, prediction="x0"))
+    lr = torch.rand(2, 3, 4, 4, generator=gen()) * 2 - 1
+    bicubic = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+    for sampler in ("ddim", "ddpm"):
+        out = upscale_frames(model, diffusion, lr, scale=4, sampler=sampler, steps=3, aug_level=0.2)
+        assert torch.allclose(out, bicubic.clamp(-1, 1), atol=1e-6)
+    plain = upscale_frames(model, diffusion, lr, scale=4, residual=False, steps=3)
+    assert plain.abs().max() < 1e-6  # the frame itself predicted as 0
+
+    targets = []
+    diffusion.training_losses = lambda net, x, **kwargs: targets.append((x, kwargs["model_kwargs"])) or {}
+    hr = torch.rand(2, 3, 16, 16, generator=gen(3)) * 2 - 1
+    sr_training_losses(diffusion, model, hr, None, gen(1), max_aug=0.0)
+    sr_training_losses(diffusion, model, hr, None, gen(1), max_aug=0.0, residual=False)
+    (residual, kw), (frame, _) = targets
+    assert torch.equal(frame, hr) and torch.allclose(residual + kw["lr_up"], hr, atol=1e-6)  # level 0: cond = base
+
+
 def test_stage2_trainer_resumes_exactly_and_checkpoints_know_their_stage(tmp_path):
     cfg = TrainConfig(**{**TINY, "steps": 2})
     assert cfg.rows == cfg.cols == 1

@@ -16,34 +16,17 @@ from gridit_core.vae import IdentityCodec, LatentCodec, codec_for
 
 pytestmark = pytest.mark.unit
 
-TINY_VAE = dict(
-    block_out_channels=(8, 16),  # two blocks: one 2x downsampler
-    down_block_types=("DownEncoderBlock2D",) * 2,
-    up_block_types=("UpDecoderBlock2D",) * 2,
-    latent_channels=4,
-    norm_num_groups=4,
-    sample_size=16,
-    layers_per_block=1,
-)
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 @pytest.fixture(scope="module")
-def diffusers():
-    return pytest.importorskip("diffusers")
+def vae(make_tiny_vae):
+    return make_tiny_vae()
 
 
 @pytest.fixture(scope="module")
-def vae(diffusers):
-    torch.manual_seed(0)
-    return diffusers.AutoencoderKL(**TINY_VAE).eval()
-
-
-@pytest.fixture(scope="module")
-def folder(vae, tmp_path_factory):
-    path = tmp_path_factory.mktemp("vae")
-    vae.save_pretrained(path)
-    return path
+def folder(tiny_vae_folder):
+    return tiny_vae_folder
 
 
 @pytest.fixture
@@ -107,9 +90,8 @@ def test_encode_decode_is_the_vae_with_the_scale(vae, folder):
     assert torch.allclose(unit.decode(mean), expected, atol=1e-5)
 
 
-def test_scale_defaults_to_the_config_scaling_factor(diffusers, tmp_path):
-    torch.manual_seed(0)
-    diffusers.AutoencoderKL(**TINY_VAE, scaling_factor=0.5).save_pretrained(tmp_path)
+def test_scale_defaults_to_the_config_scaling_factor(make_tiny_vae, tmp_path):
+    make_tiny_vae(scaling_factor=0.5).save_pretrained(tmp_path)
     assert LatentCodec.from_path(tmp_path).scale == 0.5
     assert LatentCodec.from_path(tmp_path, scale=2.0).scale == 2.0
     with pytest.raises(GriditError, match="positive"):
