@@ -1,5 +1,5 @@
 """Speed of the quickstart configuration: training steps/s, sampling seconds per frame, and the DiT step against a
-plain full-attention transformer of the same shapes built from timm.
+plain full-attention transformer of the same shapes built from timm; and stage 2 (x4 super-resolution) beside it.
 
     python benchmarks/bench.py [--quick] [--out reports/bench/bench.json] [--device cpu|cuda]
 
@@ -30,28 +30,33 @@ from timm.layers import GELUTanh, Mlp, PatchEmbed
 from timm.models.vision_transformer import Attention
 
 from gridit_core.sequence import SequencePlan, default_overlap, sample_sequence
+from gridit_core.superres import SAMPLE_AUG, upscale_frames
 from gridit_core.train import Trainer, TrainConfig, resolve_device
 
 TOLERANCE = 1.10  # ours may be 10% slower than the fastest reference before `passes` fails: timing noise
 
 FULL = dict(train_warmup=3, train_steps=20, frames=16, sample_steps=50, sample_repeats=3, compare_warmup=3,
-            compare_repeats=15)  # fmt: skip
+            compare_repeats=15, sr_batch=16)  # fmt: skip
 QUICK = dict(train_warmup=1, train_steps=3, frames=8, sample_steps=10, sample_repeats=1, compare_warmup=1,
-             compare_repeats=3)  # fmt: skip
+             compare_repeats=3, sr_batch=4)  # fmt: skip
 
 
-def quickstart_config():
-    """The quickstart TrainConfig: ``gridit_core.quickstart.QUICKSTART`` when that module exists, else the defaults."""
+def quickstart_config(name="QUICKSTART", default=TrainConfig):
+    """A quickstart TrainConfig, ``gridit_core.quickstart.<name>``, when that module exists, else ``default()``."""
     try:
         module = importlib.import_module("gridit_core.quickstart")
     except ModuleNotFoundError as err:
         if err.name != "gridit_core.quickstart":  # the module exists but is broken: say so
             raise
         module = None
-    cfg = getattr(module, "QUICKSTART", None)
+    cfg = getattr(module, name, None)
     if cfg is not None:
-        return cfg, "gridit_core.quickstart.QUICKSTART"
-    return TrainConfig(), "gridit_core.train.TrainConfig defaults"
+        return cfg, f"gridit_core.quickstart.{name}"
+    return default(), f"{default.__module__}.{default.__name__}()"
+
+
+def stage2_default():
+    return TrainConfig(stage=2, scale=4, frame_size=64, model="DiT-N/4", model_kwargs={"patch_size": 8})
 
 
 def machine_info(device):
@@ -226,6 +231,47 @@ def bench_sampling(model, diffusion, cfg, device, n):
     }  # fmt: skip
 
 
+def bench_stage2(device, n, stage1_sampling):
+    """Stage 2 of the quickstart: training steps/s and seconds per super-resolved frame, beside stage 1's."""
+    base, source = quickstart_config("QUICKSTART_SR", stage2_default)
+    cfg = dataclasses.replace(base, device=str(device), n_sequences=8)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, Path(tmp) / "run_sr")
+        training = bench_training(trainer, n)
+        model = trainer.ema.eval()
+        side = cfg.frame_size // cfg.scale
+        lr = torch.rand(n["frames"], 3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+        def run(frames, steps):
+            return upscale_frames(model, trainer.diffusion, frames, scale=cfg.scale, residual=cfg.residual,
+                                  aug_level=SAMPLE_AUG, steps=steps, batch_size=n["sr_batch"], device=device)  # fmt: skip
+
+        run(lr[: n["sr_batch"]], 2)  # warm-up: one batch
+        times = []
+        for _ in range(n["sample_repeats"]):
+            sync(device)
+            t0 = time.perf_counter()
+            out = run(lr, n["sample_steps"])
+            sync(device)
+            times.append(time.perf_counter() - t0)
+    if out.shape != (n["frames"], 3, cfg.frame_size, cfg.frame_size):
+        raise RuntimeError(f"stage 2 returned {tuple(out.shape)}")
+    total = statistics.median(times)
+    per_frame = total / n["frames"]
+    s1 = stage1_sampling["seconds_per_frame"]
+    return {
+        "source": source, "model": cfg.model, "scale": cfg.scale, "frame_size": cfg.frame_size,
+        "tokens": model.layout.num_tokens, "parameters": sum(p.numel() for p in model.parameters()),
+        "training": training,
+        "sampling": {
+            "sampler": "ddim", "eta": 0.0, "steps": n["sample_steps"], "n_frames": n["frames"],
+            "batch_size": n["sr_batch"], "repeats": n["sample_repeats"], "seconds_total": total,
+            "seconds_per_frame": per_frame,
+        },
+        "seconds_per_frame": {"stage1": s1, "stage2": per_frame, "both": s1 + per_frame},
+    }  # fmt: skip
+
+
 def bench_reference(model, diffusion, cfg, device, n):
     precision, autocast = autocast_for(device, cfg.precision)
     b = cfg.batch_size
@@ -286,6 +332,7 @@ def write_json_atomic(obj, path):
 
 def summary(result):
     tr, sa, ref, at = result["training"], result["sampling"], result["reference"], result["attention"]
+    s2 = result["stage2"]
     cfg = result["config"]
     return "\n".join([
         f"{cfg['model']} on a {cfg['grid_image']} grid ({cfg['tokens']} tokens), {result['machine']['device']}, "
@@ -298,6 +345,9 @@ def summary(result):
         f"{'PASS' if ref['passes'] else 'FAIL'} (<= {ref['tolerance']:.2f})",
         f"attention: fused {at['fused_ms']:.1f} ms vs explicit {at['explicit_ms']:.1f} ms; "
         f"SDPA calls per forward {at['sdpa_calls_default']} (fused path used: {at['fused_path_used']})",
+        f"stage 2:   x{s2['scale']} to {s2['frame_size']}px, {s2['training']['steps_per_s']:.2f} steps/s; "
+        f"{s2['seconds_per_frame']['stage2']:.3f} s/frame next to stage 1's {s2['seconds_per_frame']['stage1']:.3f} "
+        f"(DDIM {s2['sampling']['steps']} steps, batch {s2['sampling']['batch_size']})",
     ])  # fmt: skip
 
 
@@ -324,6 +374,7 @@ def main(argv=None):
         training = bench_training(trainer, n)
         sampling = bench_sampling(trainer.ema, trainer.diffusion, cfg, device, n)
         reference, attention = bench_reference(model, trainer.diffusion, cfg, device, n)
+    stage2 = bench_stage2(device, n, sampling)
     mc = model.config
     result = {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -340,6 +391,7 @@ def main(argv=None):
         "sampling": sampling,
         "reference": reference,
         "attention": attention,
+        "stage2": stage2,
     }
     result["duration_s"] = time.perf_counter() - started
     write_json_atomic(result, args.out)

@@ -235,7 +235,15 @@ def frames_to_tensor(images):
     except ValueError:
         sizes = sorted({im.size for im in images})
         raise GriditError(f"frames differ in size ({sizes}); resize them to one size first") from None
-    x = arr.transpose(0, 3, 1, 2).astype(np.float32, order="C") / 127.5 - 1.0  # (T, 3, H, W); numpy: no thread overhead
+    return uint8_to_tensor(arr)
+
+
+def uint8_to_tensor(arr):
+    """uint8 array ``(..., H, W, 3)`` -> float32 tensor ``(..., 3, H, W)`` in ``[-1, 1]``; ``tensor_to_uint8`` undone."""
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8 or arr.ndim < 3 or arr.shape[-1] != 3:
+        raise GriditError(f"expected uint8 images (..., H, W, 3), got {arr.dtype} {arr.shape}")
+    x = np.moveaxis(arr, -1, -3).astype(np.float32, order="C") / 127.5 - 1.0  # numpy: no thread overhead
     return torch.from_numpy(x)
 
 
