@@ -133,15 +133,16 @@ def _check_model(cfg, codec=None):
 def _stage_args(a):
     """``TrainConfig`` fields from the stage flags: grid rows and columns, and stage 2's scale and augmentation."""
     if a.stage == 1:
-        given = [flag for flag, value in (("--scale", a.scale), ("--max-aug", a.max_aug)) if value is not None]
+        flags = (("--scale", a.scale), ("--max-aug", a.max_aug), ("--degrade", a.degrade), ("--no-residual", a.no_residual or None))
+        given = [flag for flag, value in flags if value is not None]
         if given:
             raise GriditError(f"stage-2 options for a stage-1 run: {', '.join(given)}; add --stage 2")
         return {"stage": 1, "rows": a.rows or 2, "cols": a.cols or 2}
     rows, cols = a.rows or 1, a.cols or 1
     if (rows, cols) != (1, 1):
         raise GriditError(f"stage 2 trains on single frames: --rows and --cols must be 1 or left out, got {rows}x{cols}")
-    given = {"scale": a.scale, "max_aug": a.max_aug}
-    return {"stage": 2, "rows": 1, "cols": 1, **{k: v for k, v in given.items() if v is not None}}
+    given = {"scale": a.scale, "max_aug": a.max_aug, "degrade": a.degrade}
+    return {"stage": 2, "rows": 1, "cols": 1, "residual": not a.no_residual, **{k: v for k, v in given.items() if v is not None}}
 
 
 def cmd_train(a):
@@ -283,6 +284,11 @@ def build_parser():
                    help="1: grids of frames (default); 2: super-resolution of single frames, --frame-size being the "
                         "high-resolution side and --rows/--cols 1 or left out")
     p.add_argument("--scale", type=int, choices=SCALES, default=None, help="stage 2: high / low resolution (default 4)")
+    p.add_argument("--degrade", type=_json_object, default=None, metavar="JSON",
+                   help='stage 2: DegradeConfig fields of the training pairs, e.g. \'{"noise_std": [5, 10], '
+                        '"blur_prob": 0, "order": "low-res"}\' (default: the official recipe)')
+    p.add_argument("--no-residual", action="store_true",
+                   help="stage 2: diffuse the frame itself, as the official model does, not its residual over bicubic")
     p.add_argument("--max-aug", type=_unit_interval, default=None,
                    help=f"stage 2: noise-augmentation levels of the conditioning image ~ U(0, MAX_AUG) (default {MAX_AUG})")
     _grid_args(p, frame_size_default=16)

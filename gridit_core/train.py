@@ -88,6 +88,11 @@ class TrainConfig:
                 raise GriditError(f"max_aug must lie in [0, 1], got {self.max_aug}")
             if self.degrade.get("scale", self.scale) != self.scale:
                 raise GriditError(f"degrade scale {self.degrade['scale']} differs from the training scale {self.scale}")
+            try:
+                DegradeConfig(**{**self.degrade, "scale": self.scale})  # its own checks, now rather than mid-run
+            except TypeError as e:
+                known = ", ".join(f.name for f in fields(DegradeConfig) if f.name != "scale")
+                raise GriditError(f"degrade: {e}; known fields: {known}") from None
             self.rows = self.cols = 1  # frames are independent samples in stage 2
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise GriditError("steps, batch size and grad_accum must be positive")

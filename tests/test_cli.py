@@ -242,7 +242,7 @@ def stages(tmp_path_factory):
     args = train_args(root / "s1", 1)
     args[args.index("--frame-size") + 1] = "8"
     assert main(args) == 0
-    assert main(stage2_args(root / "s2", 16, 2)) == 0
+    assert main(stage2_args(root / "s2", 16, 2, "--degrade", '{"order": "low-res"}')) == 0
     return root / "s1" / "checkpoints" / "last.pt", root / "s2" / "checkpoints" / "last.pt"
 
 
@@ -251,6 +251,7 @@ def test_stage2_training_and_checkpoints_in_the_wrong_slot(capsys, tmp_path, sta
     state = load_file(stage2)
     assert state["kind"] == "gridit-stage2" and (state["config"]["stage"], state["config"]["scale"]) == (2, 2)
     assert state["model_config"]["in_channels"] == 6 and state["model_config"]["aug_cond"]
+    assert state["config"]["residual"] is True and state["config"]["degrade"] == {"order": "low-res"}
     out = tmp_path / "out"
     line = one_error_line(capsys, sample_args(stage2, out, 3))
     assert f"{stage2} is a stage-2 (super-resolution) checkpoint; use it with --sr-ckpt" in line
@@ -265,7 +266,9 @@ def test_stage2_training_and_checkpoints_in_the_wrong_slot(capsys, tmp_path, sta
     (16, ["--rows", "2"], "stage 2 trains on single frames: --rows and --cols must be 1 or left out, got 2x1"),
     (16, ["--model-kwargs", '{"aug_cond": false}'], "--model-kwargs: unknown or trainer-set keys ['aug_cond']"),
     (18, [], "frame size 18 is not divisible by the scale factor 4"),
-], ids=["rows", "trainer-set", "scale"])
+    (16, ["--degrade", '{"noise": [1, 2]}'], "degrade: DegradeConfig.__init__() got an unexpected keyword argument 'noise'"),
+    (16, ["--degrade", '{"order": "first"}'], "unknown degradation order 'first'; choose one of official, low-res"),
+], ids=["rows", "trainer-set", "scale", "degrade-field", "degrade-order"])
 def test_stage2_train_bad_flags(capsys, tmp_path, frame_size, extra, message):
     assert message in one_error_line(capsys, stage2_args(tmp_path / "run", frame_size, 4, *extra))
     assert not (tmp_path / "run").exists()
@@ -274,6 +277,8 @@ def test_stage2_train_bad_flags(capsys, tmp_path, frame_size, extra, message):
 def test_stage2_flags_need_stage2(capsys, tmp_path):
     line = one_error_line(capsys, train_args(tmp_path / "run", 1, "--scale", "2", "--max-aug", "0.2"))
     assert "stage-2 options for a stage-1 run: --scale, --max-aug; add --stage 2" in line
+    line = one_error_line(capsys, train_args(tmp_path / "run", 1, "--degrade", "{}", "--no-residual"))
+    assert "stage-2 options for a stage-1 run: --degrade, --no-residual; add --stage 2" in line
     line = one_error_line(capsys, sample_args(tmp_path / "x.pt", tmp_path / "out", 3, "--noise-level", "0.2"))
     assert "stage-2 options without a stage-2 model: --noise-level; add --sr-ckpt" in line
     assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
@@ -316,3 +321,13 @@ def test_stage_sizes_that_do_not_match(capsys, tmp_path, run, stages):
     line = one_error_line(capsys, up)
     assert f"frame {tmp_path / 'lr' / '00002b.png'} is 9x8, but the x2 stage-2 model takes 8x8 frames" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_stage2_without_the_residual_is_saved_and_used(capsys, tmp_path):
+    assert main(stage2_args(tmp_path / "run", 16, 4, "--no-residual")) == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert load_file(ckpt)["config"]["residual"] is False
+    make_frames(tmp_path / "lr", n=2, size=(4, 4))
+    up = ["upscale", "--ckpt", ckpt, "--input", tmp_path / "lr", "--out", tmp_path / "up", "--steps", "2", "--device", "cpu"]
+    assert main([str(a) for a in up]) == 0
+    assert len(list((tmp_path / "up" / "frames").iterdir())) == 2
