@@ -97,6 +97,10 @@ def test_pixel_stage1_then_latent_stage2_then_upscale_alone(capsys, runs, tmp_pa
 def test_bad_vae_settings_are_one_line_and_touch_nothing(capsys, runs, tiny_vae_folder, make_tiny_vae, tmp_path):
     line = one_error_line(capsys, train(tmp_path / "r", 16, "--vae", tmp_path / "nope"))
     assert f"VAE not found: {tmp_path / 'nope'}" in line
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "config.json").write_text('{"_class_name": "UNet2DModel"}')
+    line = one_error_line(capsys, train(tmp_path / "r", 16, "--vae", tmp_path / "unet"))
+    assert "describes UNet2DModel, not an AutoencoderKL" in line
     line = one_error_line(capsys, train(tmp_path / "r", 16, "--vae-scale", "0.5"))
     assert "--vae-scale without --vae" in line
     line = one_error_line(capsys, train(tmp_path / "r", 17, "--vae", tiny_vae_folder))
