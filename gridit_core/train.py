@@ -103,8 +103,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d):
+        """A saved config; fields it predates take their defaults, except ``residual``: stage-2 runs saved before it
+        existed diffused the frame itself."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        d = {k: v for k, v in d.items() if k in known}
+        if d.get("stage") == 2:
+            d.setdefault("residual", False)
+        return cls(**d)
 
 
 def resolve_device(name="auto"):

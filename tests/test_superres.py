@@ -179,3 +179,10 @@ def test_stage2_config_checks():
         TrainConfig(**{**TINY, "degrade": {"scale": 2}})
     with pytest.raises(GriditError, match="stage must be 1 or 2"):
         TrainConfig(**{**TINY, "stage": 3})
+
+
+def test_saved_stage2_configs_without_residual_diffused_the_frame():
+    saved = {**TINY, "steps": 2}
+    assert TrainConfig.from_dict(saved).residual is False  # saved before the field existed
+    assert TrainConfig.from_dict({**saved, "residual": True}).residual is True
+    assert TrainConfig(**saved).residual is True  # new runs default to the residual
