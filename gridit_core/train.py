@@ -25,7 +25,8 @@ from gridit_core.data import BouncingConfig, open_dataset
 from gridit_core.degrade import DegradeConfig
 from gridit_core.diffusion import Diffusion, DiffusionConfig
 from gridit_core.errors import GriditError
-from gridit_core.models import DiT, DiTConfig, build_model, load_checkpoint
+from gridit_core.models import DiT, DiTConfig, build_model
+from gridit_core.weights import load_checkpoint
 from gridit_core.organise import GridFolder, is_grid_folder
 from gridit_core.superres import MAX_AUG, build_sr_model, check_scale, sr_training_losses
 from gridit_core.vae import codec_for, encode_grid
@@ -447,7 +448,7 @@ def _trained_state(path, stage=None):
         kind = meta.get("kind")
         _check_kind(path, kind, stage)
         if kind not in kinds:
-            raise GriditError(f"{path} has no GriDiT {what} metadata; load it into a model with models.load_checkpoint instead")
+            raise GriditError(f"{path} has no GriDiT {what} metadata; load it into a model with weights.load_checkpoint instead")
         state = {k: json.loads(meta[k]) for k in ("config", "model_config", "diffusion_config")}
         return {**state, "ema": weights, "model": weights, "step": int(meta.get("step", 0)), "kind": kind}
     state = load_file(path, map_location="cpu")

@@ -11,7 +11,7 @@ from PIL import Image
 from gridit_core.ckpt import load_file
 from gridit_core.cli import main
 from gridit_core.errors import GriditError
-from gridit_core.models import load_checkpoint
+from gridit_core.weights import load_checkpoint
 from gridit_core.train import TrainConfig, build_model_and_diffusion, read_metrics
 
 pytestmark = pytest.mark.unit

@@ -17,9 +17,9 @@ from gridit_core.models import (
     frame3d_split,
     frame_attn_mask,
     grid2d_pos_embed,
-    load_checkpoint,
     sincos_1d,
 )
+from gridit_core.weights import load_checkpoint
 
 pytestmark = pytest.mark.unit
 
