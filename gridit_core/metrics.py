@@ -1,9 +1,9 @@
 """Coherence of bouncing-ball sequences, measured from the frames alone (no ground truth needed).
 
 Pipeline: find the balls in every frame (connected components of bright pixels of one colour), link them into
-tracks across frames, then ask of each track what the generator (``data.bouncing_shapes``) guarantees: constant
+tracks across frames, then ask of each track what the generator (``builtin.bouncing_shapes``) guarantees: constant
 velocity with elastic bounces off the walls, constant size and colour, and actual motion. Coordinates follow
-``gridit_core.data``: pixel ``(i, j)`` has its centre at ``(i + 0.5, j + 0.5)``.
+``gridit_core.builtin``: pixel ``(i, j)`` has its centre at ``(i + 0.5, j + 0.5)``.
 """
 
 from dataclasses import asdict, dataclass
@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from gridit_core.data import reflect_into, tensor_to_uint8
+from gridit_core.builtin import reflect_into
+from gridit_core.data import tensor_to_uint8
 from gridit_core.errors import GriditError
 
 # Pixel offsets at which two components count as touching (so one may hide part of the other).

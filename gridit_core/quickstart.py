@@ -14,7 +14,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gridit_core.data import BouncingConfig, bouncing_shapes, tensor_to_uint8, uint8_to_tensor
+from gridit_core.builtin import BouncingConfig, bouncing_shapes
+from gridit_core.data import tensor_to_uint8, uint8_to_tensor
 from gridit_core.degrade import downscale
 from gridit_core.errors import GriditError
 from gridit_core.metrics import coherence_many, freeze_frames, shuffle_frames

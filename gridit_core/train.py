@@ -20,16 +20,17 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from gridit_core.builtin import BouncingConfig
 from gridit_core.ckpt import load_file, save_atomic
-from gridit_core.data import BouncingConfig, open_dataset
+from gridit_core.data import open_dataset
 from gridit_core.degrade import DegradeConfig
 from gridit_core.diffusion import Diffusion, DiffusionConfig
 from gridit_core.errors import GriditError
 from gridit_core.models import DiT, DiTConfig, build_model
-from gridit_core.weights import load_checkpoint
 from gridit_core.organise import GridFolder, is_grid_folder
 from gridit_core.superres import MAX_AUG, build_sr_model, check_scale, sr_training_losses
 from gridit_core.vae import codec_for, encode_grid
+from gridit_core.weights import load_checkpoint
 
 CHECKPOINT_KIND = "gridit-stage1"
 CHECKPOINT_KINDS = {1: CHECKPOINT_KIND, 2: "gridit-stage2"}

@@ -3,19 +3,17 @@ import pytest
 import torch
 from PIL import Image
 
-from gridit_core import data
+from gridit_core import builtin
+from gridit_core.builtin import BouncingConfig, bouncing_shapes, moving_digits
 from gridit_core.data import (
     ArraySequence,
-    BouncingConfig,
     FolderSequence,
     GifSequence,
     GridClips,
     VideoSequence,
-    bouncing_shapes,
     find_sequences,
     frames_to_tensor,
     load_image,
-    moving_digits,
     natural_key,
     open_dataset,
     resize_frame,
@@ -185,7 +183,7 @@ def test_bouncing_drawn_centroid_matches_positions():
     assert err.max() < 0.5
     area = w.sum((-1, -2)) / d.colours[:, None, 0].max(-1)  # coverage of a soft disc: pi (r^2 + 1/12)
     assert np.allclose(area, np.pi * (d.radii[:, None, 0] ** 2 + 1 / 12), rtol=0.03)
-    assert set(map(tuple, d.colours[:, 0])) <= set(map(tuple, data.PALETTE))
+    assert set(map(tuple, d.colours[:, 0])) <= set(map(tuple, builtin.PALETTE))
 
 
 def test_bouncing_fixed_colour_and_bad_radius():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from gridit_core.data import BouncingConfig, bouncing_shapes
+from gridit_core.builtin import BouncingConfig, bouncing_shapes
 from gridit_core.errors import GriditError
 from gridit_core.metrics import (
     coherence,
