@@ -247,16 +247,11 @@ def bench_stage2(device, n, stage1_sampling):
                                   aug_level=SAMPLE_AUG, steps=steps, batch_size=n["sr_batch"], device=device)  # fmt: skip
 
         run(lr[: n["sr_batch"]], 2)  # warm-up: one batch
-        times = []
-        for _ in range(n["sample_repeats"]):
-            sync(device)
-            t0 = time.perf_counter()
-            out = run(lr, n["sample_steps"])
-            sync(device)
-            times.append(time.perf_counter() - t0)
-    if out.shape != (n["frames"], 3, cfg.frame_size, cfg.frame_size):
-        raise RuntimeError(f"stage 2 returned {tuple(out.shape)}")
-    total = statistics.median(times)
+        out = []
+        total = time_round_robin({"stage2": lambda: out.append(run(lr, n["sample_steps"]))}, device, warmup=0,
+                                 repeats=n["sample_repeats"])["stage2"]  # fmt: skip
+    if out[-1].shape != (n["frames"], 3, cfg.frame_size, cfg.frame_size):
+        raise RuntimeError(f"stage 2 returned {tuple(out[-1].shape)}")
     per_frame = total / n["frames"]
     s1 = stage1_sampling["seconds_per_frame"]
     return {

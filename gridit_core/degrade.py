@@ -85,7 +85,7 @@ def upsample(lr_small, scale):
     return up.clamp(-1, 1)  # (N, C, H, W)
 
 
-def _uniform(n, bounds, generator, device):
+def uniform(n, bounds, generator, device):
     """``(n,)`` float32 uniform in ``[lo, hi)``, drawn on the generator's device like ``samplers.randn``."""
     source = generator.device if generator is not None else device
     u = torch.rand(n, generator=generator, device=source).to(device)
@@ -94,7 +94,7 @@ def _uniform(n, bounds, generator, device):
 
 def add_pixel_noise(x, cfg, generator=None):
     """Gaussian noise, one std per image from ``cfg.noise_std`` (0-255 scale, so divided by 127.5 here)."""
-    std = _uniform(x.shape[0], cfg.noise_std, generator, x.device) / 127.5  # (N,)
+    std = uniform(x.shape[0], cfg.noise_std, generator, x.device) / 127.5  # (N,)
     return x + std.to(x.dtype).reshape(-1, 1, 1, 1) * randn(x.shape, generator, x.device, x.dtype)
 
 
@@ -124,10 +124,10 @@ def gaussian_blur(x, kernel, sigma):
 def random_blur(x, cfg, generator=None):
     """Blur each image with probability ``cfg.blur_prob``, kernel and sigma drawn per image."""
     n = x.shape[0]
-    blurred = _uniform(n, (0.0, 1.0), generator, x.device) < cfg.blur_prob  # (N,)
+    blurred = uniform(n, (0.0, 1.0), generator, x.device) < cfg.blur_prob  # (N,)
     source = generator.device if generator is not None else x.device
     pick = torch.randint(0, len(cfg.blur_kernels), (n,), generator=generator, device=source).to(x.device)  # (N,)
-    sigma = _uniform(n, cfg.blur_sigma or (0.0, 0.0), generator, x.device)  # drawn always, so draws keep their order
+    sigma = uniform(n, cfg.blur_sigma or (0.0, 0.0), generator, x.device)  # drawn always, so draws keep their order
     out = x.clone()
     for j, k in enumerate(cfg.blur_kernels):  # one grouped convolution per kernel size
         idx = (blurred & (pick == j)).nonzero().flatten()  # (n_k,)

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from gridit_core.degrade import DegradeConfig, make_pair, upsample
+from gridit_core.degrade import DegradeConfig, make_pair, uniform, upsample
 from gridit_core.errors import GriditError
 from gridit_core.models import build_model
 from gridit_core.samplers import Stepper, randn, sample
@@ -103,8 +103,7 @@ def sr_training_losses(diffusion, model, hr, degrade_cfg=None, generator=None, m
         lr_up, _ = make_pair(hr, degrade_cfg or DegradeConfig(), generator)  # (N, C, H, W)
         if codec is not None:
             hr, lr_up = codec.encode(hr), codec.encode(lr_up)  # (N, C', H/f, W/f)
-        source = generator.device if generator is not None else hr.device
-        level = max_aug * torch.rand(hr.shape[0], generator=generator, device=source).to(hr.device)  # (N,)
+        level = uniform(hr.shape[0], (0.0, max_aug), generator, hr.device)  # (N,)
         cond = noise_augment(lr_up, level, generator)  # (N, C, H, W)
     net = model if isinstance(model, SRDenoiser) else SRDenoiser(model)
     target = hr - lr_up if residual else hr  # (N, C, H, W)
@@ -150,8 +149,8 @@ def upscale_frames(
     ``codec``: the upsample is encoded and the sample decoded; ``lr_small`` is RGB pixels either way.
 
     One CPU generator seeded with ``seed`` drives every draw, so the result is the same for the same ``seed`` and
-    ``batch_size`` on any device. ``callback`` gets the sampler's dict
-    plus ``"batch"`` and ``"batches"``. Returns the frames on the model's device (or ``device``), clamped.
+    ``batch_size`` on any device. ``callback`` gets the sampler's dict plus ``"batch"`` and ``"batches"``. Returns
+    the frames on the model's device (or ``device``), clamped.
     """
     check_upscale_settings(model, diffusion, scale, batch_size=batch_size, aug_level=aug_level, steps=steps,
                            sampler=sampler, eta=eta, codec=codec)

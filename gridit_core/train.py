@@ -29,7 +29,7 @@ from gridit_core.errors import GriditError
 from gridit_core.models import DiT, DiTConfig, build_model
 from gridit_core.organise import GridFolder, is_grid_folder
 from gridit_core.superres import MAX_AUG, build_sr_model, check_scale, sr_training_losses
-from gridit_core.vae import codec_for, encode_grid
+from gridit_core.vae import LatentCodec, encode_grid
 from gridit_core.weights import load_checkpoint
 
 CHECKPOINT_KIND = "gridit-stage1"
@@ -162,7 +162,7 @@ def load_codec(cfg: TrainConfig, model=None, *, vae=None, device="cpu"):
     if vae is None and model is not None and not path.exists():  # a trained model whose VAE has moved
         raise GriditError(f"this stage-{cfg.stage} model was trained in the latents of the VAE {path}, which is not "
                           "there; pass --vae PATH")  # fmt: skip
-    codec = codec_for(path, device=device, scale=cfg.vae_scale)
+    codec = LatentCodec.from_path(path, device=device, scale=cfg.vae_scale)
     if model is not None:
         mc = model.config
         channels = mc.in_channels // 2 if cfg.stage == 2 else mc.in_channels

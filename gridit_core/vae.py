@@ -1,8 +1,9 @@
 """Where diffusion runs: pixel space, or the latent space of a diffusers ``AutoencoderKL`` loaded from local files.
 
 Both codecs share one interface (``encode``, ``decode``, their batched forms, ``downsample_factor``,
-``latent_channels``), so pipelines call it without asking which space they are in. diffusers is imported only when a
-VAE is loaded, and only local folders or files are read: nothing is downloaded.
+``latent_channels``) for code that wants to ignore which space it is in. The training and sampling pipelines take
+``codec=None`` for pixel space instead and skip the codec altogether, so pixel runs pay for no copies. diffusers is
+imported only when a VAE is loaded, and only local folders or files are read: nothing is downloaded.
 
 Latents follow latent diffusion (Rombach et al. 2022, Sec. 4.3): ``z = (mean(E(x)) - shift) * scale``, with the
 scale that brings the latents to roughly unit variance (0.18215 for the Stable Diffusion VAE).
