@@ -31,7 +31,10 @@ from timm.models.vision_transformer import Attention
 
 from gridit_core.sequence import SequencePlan, default_overlap, sample_sequence
 from gridit_core.superres import SAMPLE_AUG, upscale_frames
-from gridit_core.train import Trainer, TrainConfig, resolve_device
+from gridit_core.training import TrainConfig, Trainer
+from gridit_core.util.device import autocast as autocast_ctx
+from gridit_core.util.device import resolve_device, resolve_precision
+from gridit_core.util.io import write_text_atomic
 
 TOLERANCE = 1.10  # ours may be 10% slower than the fastest reference before `passes` fails: timing noise
 
@@ -42,16 +45,16 @@ QUICK = dict(train_warmup=1, train_steps=3, frames=8, sample_steps=10, sample_re
 
 
 def quickstart_config(name="QUICKSTART", default=TrainConfig):
-    """A quickstart TrainConfig, ``gridit_core.quickstart.<name>``, when that module exists, else ``default()``."""
+    """A quickstart TrainConfig, ``gridit_core.recipes.<name>``, when that module exists, else ``default()``."""
     try:
-        module = importlib.import_module("gridit_core.quickstart")
+        module = importlib.import_module("gridit_core.recipes")
     except ModuleNotFoundError as err:
-        if err.name != "gridit_core.quickstart":  # the module exists but is broken: say so
+        if err.name != "gridit_core.recipes":  # the module exists but is broken: say so
             raise
         module = None
     cfg = getattr(module, name, None)
     if cfg is not None:
-        return cfg, f"gridit_core.quickstart.{name}"
+        return cfg, f"gridit_core.recipes.{name}"
     return default(), f"{default.__module__}.{default.__name__}()"
 
 
@@ -98,12 +101,8 @@ def time_round_robin(fns, device, *, warmup, repeats):
 
 
 def autocast_for(device, precision):
-    """The autocast context the trainer uses for ``precision`` (bf16 on a CUDA device that supports it)."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "bf16":
-        return precision, partial(torch.autocast, device.type, dtype=torch.bfloat16)
-    return precision, contextlib.nullcontext
+    """``(precision, context factory)``: the autocast the trainer uses for ``precision``."""
+    return resolve_precision(device, precision), partial(autocast_ctx, device, precision)
 
 
 # ---------------------------------------------------------------------------- the plain reference
@@ -318,11 +317,7 @@ def bench_reference(model, diffusion, cfg, device, n):
 
 
 def write_json_atomic(obj, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(json.dumps(obj, indent=2, allow_nan=False) + "\n", path)
 
 
 def summary(result):

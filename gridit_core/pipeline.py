@@ -11,10 +11,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from gridit_core.data import FolderSequence, frames_to_tensor
+from gridit_core.data.sources import FolderSequence
 from gridit_core.errors import GriditError
-from gridit_core.sequence import SAMPLE_OUTPUTS, FrameWriter, generate_frames, prepare_output_dir
+from gridit_core.sequence import SAMPLE_OUTPUTS, generate_frames
 from gridit_core.superres import SAMPLE_AUG, check_upscale_settings, upscale_frames
+from gridit_core.util.image import frames_to_tensor
+from gridit_core.util.io import FrameWriter, prepare_output_dir
 
 LR_FRAMES, LR_GIF = "frames_lr", "sequence_lr.gif"
 
@@ -57,7 +59,7 @@ def sample_two_stage(
     Writes ``out_dir/frames_lr/*.png`` and ``sequence_lr.gif`` (stage 1), ``out_dir/frames/*.png`` and
     ``sequence.gif`` (stage 2), and returns ``out_dir``. ``stage1_kwargs`` go to ``sequence.generate_frames``
     (``overlap``, ``interpolate``, ``sampler``, ``steps``, ``eta``, ``resample``, ``device``, ``callback``).
-    ``codec`` and ``sr_codec`` are the stages' VAE codecs (``train.load_codec``; None in pixel space): the stages pass
+    ``codec`` and ``sr_codec`` are the stages' VAE codecs (``training.load_codec``; None in pixel space): the stages pass
     each other RGB frames either way. The two stages' frame sizes and every setting are checked before the folder is
     touched.
     """
@@ -87,7 +89,7 @@ def upscale_folder(
 ):  # fmt: skip
     """Super-resolve every image file of ``input_dir`` (natural order) into ``out_dir/frames/`` and ``sequence.gif``.
 
-    ``codec``: the model's VAE codec (``train.load_codec``), None in pixel space.
+    ``codec``: the model's VAE codec (``training.load_codec``), None in pixel space.
 
     Every frame is read and its size checked (the stage-2 input, ``frame_size / scale`` square) before the folder is
     touched; then frames are read again a batch at a time. Returns ``(out_dir, number of frames)``.

@@ -8,68 +8,44 @@ predicts x0 of the residual over bicubic (v-prediction left per-pixel noise: 15 
 """
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from gridit_core.builtin import BouncingConfig, bouncing_shapes
-from gridit_core.data import tensor_to_uint8, uint8_to_tensor
-from gridit_core.degrade import downscale
-from gridit_core.errors import GriditError
-from gridit_core.metrics import coherence_many, freeze_frames, shuffle_frames
-from gridit_core.quality import bicubic_baseline, compare_sr
-from gridit_core.report import figure_png, gif_bytes, write_report
+from gridit_core.data.builtin import BouncingConfig, bouncing_shapes
+from gridit_core.diffusion import STEPPER_KINDS
+from gridit_core.metrics.coherence import coherence_many, freeze_frames, shuffle_frames
+from gridit_core.metrics.fidelity import bicubic_baseline, compare_sr
+from gridit_core.params import Param
+from gridit_core.params import check_params as _check
+from gridit_core.recipes import QUICKSTART, QUICKSTART_SR, config, sr_config  # noqa: F401 (the notebook's names)
+from gridit_core.report.page import figure_png, gif_bytes, write_report
 from gridit_core.sequence import sample_sequence
 from gridit_core.superres import SAMPLE_AUG, upscale_frames
-from gridit_core.train import Trainer, TrainConfig, read_metrics
+from gridit_core.training import Trainer, read_metrics
+from gridit_core.util.image import downscale, tensor_to_uint8, uint8_to_tensor
 
-QUICKSTART = TrainConfig(
-    data="builtin:bouncing",
-    model="DiT-N/4",
-    rows=2,
-    cols=2,
-    frame_size=16,
-    pos_embed="frame3d",
-    batch_size=32,
-    lr=1e-3,
-    warmup=200,
-    ema_decay=0.999,
-    diffusion={"schedule": "cosine", "prediction": "v", "loss_weighting": "none"},
-    n_sequences=2000,
-    builtin={"radius": (3.0, 3.0), "speed": (1.0, 2.0), "colours": (255, 200, 60)},
-    log_every=10,
-    device="cpu",
-)
-
-
-SR_SCALE = 4
-QUICKSTART_SR = replace(
-    QUICKSTART, stage=2, scale=SR_SCALE, rows=1, cols=1, frame_size=QUICKSTART.frame_size * SR_SCALE, pos_embed="grid2d",
-    warmup=100, n_sequences=300, model_kwargs={"patch_size": 8},  # 64 tokens of 8x8 px, as stage 1 has 64 of 4x4
-    diffusion={"schedule": "cosine", "prediction": "x0", "loss_weighting": "none"},
-    builtin={**QUICKSTART.builtin, "radius": (12.0, 12.0), "speed": (4.0, 8.0)},  # stage 1's balls, 4x the size
-)
+PARAMS = {  # the notebook's parameters cell, checked in one call (gridit demo -p, and the notebook's first cell)
+    "OUT_DIR": Param(str),
+    "INIT_CHECKPOINT": Param(str, file=True),
+    "TRAIN_STEPS": Param(int, low=1),
+    "N_FRAMES": Param(int, low=1),
+    "N_SEQUENCES": Param(int, low=1),
+    "SAMPLER": Param(str, choices=STEPPER_KINDS),
+    "SAMPLE_STEPS": Param(int, low=1),
+    "RESAMPLE": Param(int, low=1),
+    "SR_TRAIN_STEPS": Param(int, low=1),
+    "SR_SAMPLE_STEPS": Param(int, low=1),
+    "SR_NOISE_LEVEL": Param(float, low=0, high=1),
+    "SR_EVAL_FRAMES": Param(int, low=1),
+    "SEED": Param(int),
+}
 
 
-def config(steps, *, init="", seed=0, **overrides):
-    """The quickstart TrainConfig for ``steps`` optimizer steps, starting from ``init`` (a checkpoint) or from scratch."""
-    if steps < 1:
-        raise GriditError(f"TRAIN_STEPS must be at least 1, got {steps}")
-    if init and not Path(init).is_file():
-        raise GriditError(f"INIT_CHECKPOINT {init} does not exist; use '' to train from scratch")
-    tune = {}
-    if init:  # fine-tuning EMA weights: a gentler rate, and an EMA that starts from them instead of forgetting them
-        tune = dict(lr=QUICKSTART.lr / 4, warmup=min(QUICKSTART.warmup, max(1, steps // 10)), ema_warmup=False)
-    return replace(QUICKSTART, steps=steps, init=str(init), seed=seed, ckpt_every=steps, **{**tune, **overrides})
-
-
-def sr_config(steps, *, seed=0, **overrides):
-    """The stage-2 TrainConfig: x4 from 16 px to 64 px frames of stage 1's balls, trained from scratch."""
-    if steps < 1:
-        raise GriditError(f"SR_TRAIN_STEPS must be at least 1, got {steps}")
-    return replace(QUICKSTART_SR, steps=steps, seed=seed, ckpt_every=steps, **overrides)
+def check_params(values, base=None):
+    """The quickstart's parameters, checked (see ``PARAMS``); ``base`` is where relative paths start."""
+    return _check(values, PARAMS, base)
 
 
 def train(cfg, run_dir):

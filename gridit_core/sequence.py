@@ -2,25 +2,72 @@
 
 The plan: a start grid gives the first ``rows*cols`` frames; every continuation grid has its first ``overlap``
 cells tied to the last ``overlap`` frames generated so far (known-region replacement at every denoising step)
-and adds ``rows*cols - overlap`` new frames. With ``interpolate=True`` the frames so far are keyframes, read
-in rows of ``cols`` frames; an in-betweening grid holds two consecutive keyframe rows as its first and last
-rows and generates the ``rows - 2`` rows between them. Frames are streamed out as soon as they are final,
-so memory holds one grid and the conditioning frames, whatever the length; exactly ``n_frames`` come out.
+and adds ``rows*cols - overlap`` new frames.
+
+With ``interpolate=True`` the sequence is made in two passes, uniform in time. A grid covers ``rows*cols``
+consecutive frames, so its first and last rows lie ``(rows-1)*cols`` frames apart. Keyframe rows are made that far
+apart: the start grid gives keyframe rows 0 and 1 (its first and last rows), and each keyframe grid after it has its
+first row tied to the last keyframe row and gives the next one as its last row. Then an in-betweening grid holds two
+consecutive keyframe rows as its first and last rows and fills the ``rows - 2`` rows of frames that lie between them
+in time. (The official code makes keyframes with the usual continuation, so consecutive keyframe rows are adjacent
+in time, and then inserts ``rows - 2`` rows between them: its output runs at uneven speed.) A model trained on
+consecutive frames already samples those middle rows inside each keyframe grid; the in-betweening pass resamples
+them with both ends known, at the cost of one more grid per ``(rows-1)*cols`` frames.
+
+Frames are streamed out as soon as they are final, so memory holds one grid and the conditioning frames, whatever
+the length; exactly ``n_frames`` come out.
 """
 
 import itertools
-import shutil
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
-from gridit_core import diffusion as gd
-from gridit_core.data import tensor_to_uint8
+from gridit_core.diffusion import STEPPER_KINDS, Stepper, sample
 from gridit_core.errors import GriditError
 from gridit_core.grid import GridLayout, frames_to_grid, grid_to_frames
+from gridit_core.latent import pixel_codec
+from gridit_core.util.io import FrameWriter, prepare_output_dir
+
+
+@dataclass
+class SampleConfig:
+    """How a grid model samples a sequence; a checkpoint saves the settings it was validated with (``gridit sample``'s
+    defaults for it), and ``generate_frames`` takes these fields as keywords."""
+
+    sampler: str = "ddim"  # ddpm (ancestral) or ddim
+    steps: int = 50  # denoising steps per grid
+    eta: float = 0.0  # DDIM eta (0: deterministic)
+    resample: int = 1  # RePaint: each step done this many times with the known cells re-imposed (1: replace once)
+    overlap: int | None = None  # conditioning frames per continuation grid; None: all but the last row (official)
+    interpolate: bool = False  # keyframes, then in-betweening grids (see the module docstring)
+
+    def __post_init__(self):
+        if self.sampler not in STEPPER_KINDS:
+            raise GriditError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(STEPPER_KINDS)}")
+        for name, low in (("steps", 1), ("resample", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise GriditError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not 0 <= self.eta <= 1:
+            raise GriditError(f"eta must lie in [0, 1], got {self.eta}")
+        if self.overlap is not None and (isinstance(self.overlap, bool) or not isinstance(self.overlap, int) or self.overlap < 0):
+            raise GriditError(f"overlap must be None or an integer >= 0, got {self.overlap!r}")
+
+    @classmethod
+    def from_dict(cls, d, what="sample config"):
+        """A ``SampleConfig`` from a dict; unknown keys are refused by name."""
+        if not isinstance(d, dict):
+            raise GriditError(f"{what} must be a dict of {', '.join(f.name for f in fields(cls))}, got {d!r}")
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise GriditError(f"{what}: unknown settings {unknown}; known: {', '.join(f.name for f in fields(cls))}")
+        return cls(**d)
+
+    def kwargs(self):
+        """The fields as ``generate_frames`` keywords."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -47,23 +94,22 @@ class SequencePlan:
         return self.rows * self.cols
 
     @property
-    def keyframes(self):
-        """Frames the start and continuation grids must produce."""
-        if not self.interpolate:
-            return self.n_frames
-        # k keyframe rows expand to k*cols + (k-1)*(rows-2)*cols frames
+    def key_rows(self):
+        """Keyframe rows (``interpolate``): k of them expand to ``k*cols + (k-1)*(rows-2)*cols`` frames."""
         per_gap = self.cols * (self.rows - 1)
-        key_rows = 1 + max(0, -(-(self.n_frames - self.cols) // per_gap))
-        return key_rows * self.cols
+        return 1 + max(0, -(-(self.n_frames - self.cols) // per_gap))
 
     @property
     def continuation_grids(self):
-        extra = max(0, self.keyframes - self.cells)
+        """Grids after the start grid that extend the sequence (keyframe grids with ``interpolate``)."""
+        if self.interpolate:
+            return max(0, self.key_rows - 2)
+        extra = max(0, self.n_frames - self.cells)
         return -(-extra // (self.cells - self.overlap))
 
     @property
     def inbetween_grids(self):
-        return self.keyframes // self.cols - 1 if self.interpolate else 0
+        return self.key_rows - 1 if self.interpolate else 0
 
     @property
     def total_grids(self):
@@ -76,51 +122,38 @@ def default_overlap(rows, cols):
 
 
 def generate_frames(
-    model,
-    diffusion,
-    n_frames,
-    *,
-    rows,
-    cols,
-    overlap=None,
-    interpolate=False,
-    n_sequences=1,
-    sampler="ddim",
-    steps=50,
-    eta=0.0,
-    resample=1,
-    seed=0,
-    device="cpu",
-    progress=True,
-    callback=None,
-    codec=None,
-):
+    model, diffusion, n_frames, *, rows, cols, overlap=None, interpolate=False, n_sequences=1, sampler="ddim", steps=50,
+    eta=0.0, resample=1, seed=0, device="cpu", progress=True, callback=None, codec=None,
+):  # fmt: skip
     """An iterator of frames ``(n_sequences, C, H, W)``, one time step at a time, exactly ``n_frames`` of them.
 
-    A latent-space model needs its ``codec`` (``train.load_codec``): grids are sampled in latents, and each frame is
-    decoded to RGB pixels as it comes out (known frames pass between grids as latents, never re-encoded). Every
-    setting is checked here, before the first grid is sampled or anything is written.
+    A latent-space model needs its ``codec`` (``training.load_codec``; None means pixel space): grids are sampled in
+    its latents, each frame is decoded to RGB pixels as it comes out (known frames pass between grids as latents,
+    never re-encoded), and the predicted x0 is clamped to the codec's ``x0_range`` (pixels: [-1, 1]; latents: not at
+    all). Every setting is checked here, before the first grid is sampled or anything is written.
     """
-    if codec is not None and codec.latent_channels != model.in_channels:
+    codec = pixel_codec(codec)
+    if codec.latent_channels != model.in_channels:
         raise GriditError(f"the model takes {model.in_channels}-channel latents, but the VAE makes {codec.latent_channels}")
+    settings = SampleConfig(sampler, steps, eta, resample, overlap, interpolate)  # checks every sampling setting
     overlap = default_overlap(rows, cols) if overlap is None else overlap
     plan = SequencePlan(n_frames, rows, cols, overlap, interpolate)
     gh, gw = model.config.image_size
     if gh % rows or gw % cols:
         raise GriditError(f"the model's {gh}x{gw} input does not split into a {rows}x{cols} grid")
-    gd.Stepper(diffusion, sampler, steps, eta)  # refuses an unknown sampler, eta or step count now, not mid-sequence
+    Stepper(diffusion, sampler, steps, eta, clip_x0=codec.x0_range)  # refuses a step count the process lacks, now
     layout = GridLayout(rows, cols, gh // rows, gw // cols)
-    opts = dict(sampler=sampler, steps=steps, resample=resample, device=device)
+    opts = dict(sampler=settings.sampler, steps=steps, resample=resample, device=device, clip_x0=codec.x0_range)
     if sampler == "ddim":
         opts["eta"] = eta
     frames = _stream(model, diffusion, plan, layout, (n_sequences, model.in_channels, gh, gw), opts, seed, progress, callback)
-    return frames if codec is None else (codec.decode(z) for z in frames)  # (n_sequences, 3, H*f, W*f) each
+    return (codec.decode(z) for z in frames)  # (n_sequences, 3, H*f, W*f) each
 
 
 def _stream(model, diffusion, plan, layout, shape, opts, seed, progress, callback):
     """The generator behind ``generate_frames``, once its settings are checked."""
     n_sequences, c = shape[:2]
-    rows, cols, overlap = plan.rows, plan.cols, plan.overlap
+    rows, cols, cells, overlap = plan.rows, plan.cols, plan.cells, plan.overlap
     device, steps = opts["device"], opts["steps"]
     generator = torch.Generator(device).manual_seed(seed)
 
@@ -135,97 +168,51 @@ def _stream(model, diffusion, plan, layout, shape, opts, seed, progress, callbac
     def run(known_frames, known_cells):
         """Sample one grid with ``known_frames`` (B, K, C, H, W) in cells ``known_cells``; return its frames."""
         if known_cells:
-            cells = torch.zeros(n_sequences, plan.cells, c, layout.frame_h, layout.frame_w, device=device)
-            cells[:, known_cells] = known_frames
-            known = frames_to_grid(cells, rows, cols)  # (B, C, GH, GW)
-            mask = layout.cell_mask(known_cells).to(device)  # (1, GH, GW)
-            mask = mask.unsqueeze(0)  # (1, 1, GH, GW)
+            frames = torch.zeros(n_sequences, cells, c, layout.frame_h, layout.frame_w, device=device)
+            frames[:, known_cells] = known_frames
+            known = frames_to_grid(frames, rows, cols)  # (B, C, GH, GW)
+            mask = layout.cell_mask(known_cells).to(device).unsqueeze(0)  # (1, 1, GH, GW)
         else:
             known = mask = None
         with torch.no_grad():
-            grid = gd.sample(diffusion, model, shape, known=known, known_mask=mask, generator=generator, callback=on_step, **opts)
+            grid = sample(diffusion, model, shape, known=known, known_mask=mask, generator=generator, callback=on_step, **opts)
         grid_no[0] += 1
         return grid_to_frames(grid, rows, cols)  # (B, F, C, H, W)
 
-    def keyframes():
+    def continued():
+        """Start grid, then continuation grids tied to the last ``overlap`` frames; one frame at a time."""
         frames = run(None, [])
         yield from frames.unbind(1)
-        made = plan.cells
-        while made < plan.keyframes:
-            # the next grid's first `overlap` cells are the last `overlap` frames of this one
-            frames = run(frames[:, plan.cells - overlap :], list(range(overlap)))
+        while True:  # islice below stops asking once enough frames are out
+            frames = run(frames[:, cells - overlap :], list(range(overlap)))
             yield from frames[:, overlap:].unbind(1)
-            made += plan.cells - overlap
+
+    def key_rows():
+        """Keyframe rows ``(B, cols, C, H, W)``, ``(rows-1)*cols`` frames apart in time: a grid's first and last rows."""
+        frames = run(None, [])
+        yield frames[:, :cols]
+        while True:
+            yield frames[:, cells - cols :]
+            frames = run(frames[:, cells - cols :], list(range(cols)))
 
     def inbetweened():
-        """Keyframes in rows of ``cols``; between two consecutive rows, the ``rows - 2`` rows an in-between grid fills."""
-        outer = [*range(cols), *range(plan.cells - cols, plan.cells)]  # first and last rows are known
-        row, prev_row = [], None
-        for frame in keyframes():
-            row.append(frame)
-            if len(row) < cols:
-                continue
-            if prev_row is not None:
-                grid = run(torch.stack(prev_row + row, 1), outer)  # (B, F, C, H, W)
-                yield from grid[:, cols : plan.cells - cols].unbind(1)
-            yield from row
-            prev_row, row = row, []
+        """Each keyframe row, preceded by the ``rows - 2`` rows between it and the previous one (one grid each)."""
+        outer = [*range(cols), *range(cells - cols, cells)]  # first and last rows are known
+        prev = None
+        for row in key_rows():
+            if prev is not None:
+                grid = run(torch.cat([prev, row], 1), outer)  # (B, F, C, H, W)
+                yield from grid[:, cols : cells - cols].unbind(1)
+            yield from row.unbind(1)
+            prev = row
 
     try:  # islice stops asking once n_frames are out, so no grid is sampled beyond what is needed
-        yield from itertools.islice(inbetweened() if plan.interpolate else keyframes(), plan.n_frames)
+        yield from itertools.islice(inbetweened() if plan.interpolate else continued(), plan.n_frames)
     finally:
         bar.close()
 
 
 SAMPLE_OUTPUTS = ["frames", "sequence.gif", "frames_lr", "sequence_lr.gif"]  # what a sampling run may leave in its folder
-
-
-class FrameWriter:
-    """Writes ``DIR/frames/000000.png ...`` as frames arrive and ``DIR/sequence.gif`` when closed.
-
-    ``frames`` and ``gif_name`` rename the two outputs, so one folder can hold several streams (``frames_lr/``).
-    """
-
-    def __init__(self, out_dir, *, fps=8, gif=True, frames="frames", gif_name="sequence.gif"):
-        self.out_dir = Path(out_dir)
-        self.frames_dir = self.out_dir / frames
-        self.gif_name = gif_name
-        self.frames_dir.mkdir(parents=True, exist_ok=True)  # the caller has checked the folder (prepare_output_dir)
-        self.fps, self.gif = fps, gif
-        self.count = 0
-        self._palette_frames = []  # GIF frames kept as 1-byte palette images: small even for 1,000s of frames
-
-    def add(self, frame):
-        """Write one frame (tensor ``(3, H, W)`` in [-1, 1] or uint8 ``(H, W, 3)``); returns the PIL image written."""
-        img = Image.fromarray(tensor_to_uint8(frame) if torch.is_tensor(frame) else frame)
-        img.save(self.frames_dir / f"{self.count:06d}.png")
-        if self.gif:
-            self._palette_frames.append(img.convert("P", palette=Image.ADAPTIVE))
-        self.count += 1
-        return img
-
-    def close(self):
-        if self.gif and self._palette_frames:
-            first, *rest = self._palette_frames
-            tmp = self.out_dir / f".{self.gif_name}.tmp"
-            first.save(tmp, format="GIF", save_all=True, append_images=rest, duration=int(1000 / self.fps), loop=0)
-            tmp.replace(self.out_dir / self.gif_name)
-        self._palette_frames = []
-        return self.out_dir
-
-
-def prepare_output_dir(out_dir, overwrite, outputs):
-    """Refuse an output folder that already holds any of ``outputs`` unless ``overwrite``; then clear them."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GriditError(f"output path {out_dir} exists and is not a folder")
-    present = [name for name in outputs if (out_dir / name).exists()]
-    if present and not overwrite:
-        raise GriditError(f"output folder {out_dir} already holds results ({', '.join(present)}); pass --overwrite to replace them")
-    for name in present:
-        path = out_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 def sample_sequence(model, diffusion, n_frames, *, rows, cols, out_dir=None, overwrite=False, fps=8, n_sequences=1, **kwargs):

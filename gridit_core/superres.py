@@ -19,10 +19,13 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from gridit_core.degrade import DegradeConfig, make_pair, uniform, upsample
+from gridit_core.data.degrade import DegradeConfig, make_pair
+from gridit_core.diffusion import Stepper, sample
 from gridit_core.errors import GriditError
+from gridit_core.latent import IdentityCodec, pixel_codec
 from gridit_core.models import build_model
-from gridit_core.samplers import Stepper, randn, sample
+from gridit_core.util.image import upsample
+from gridit_core.util.rng import randn, uniform
 
 SCALES = (2, 4)
 MAX_AUG = 0.3  # training levels ~ U(0, 0.3): noise std up to ~38 on the 0-255 scale, content still dominant (SNR 10)
@@ -90,7 +93,7 @@ def noise_augment(lr_up, level, generator=None):
 def sr_training_losses(diffusion, model, hr, degrade_cfg=None, generator=None, max_aug=MAX_AUG, residual=True,
                        codec=None):  # fmt: skip
     """``Diffusion.training_losses`` for stage 2: degrade ``hr (N, C, H, W)``, noise-augment, denoise ``hr`` (or,
-    with ``residual``, ``hr`` minus the degraded frame's upsample). With a ``codec`` (``vae.LatentCodec``) the
+    with ``residual``, ``hr`` minus the degraded frame's upsample). With a ``codec`` (``latent.LatentCodec``) the
     degradation stays in pixels, and the frame and its degraded upsample are encoded before the rest.
 
     ``model`` is the stage-2 DiT (or its DDP wrapper). Draws from ``generator``, in order: the degradation, the
@@ -101,8 +104,8 @@ def sr_training_losses(diffusion, model, hr, degrade_cfg=None, generator=None, m
     with torch.autocast(hr.device.type, enabled=False):  # data preparation, kept in full precision under bf16
         hr = hr.float()
         lr_up, _ = make_pair(hr, degrade_cfg or DegradeConfig(), generator)  # (N, C, H, W)
-        if codec is not None:
-            hr, lr_up = codec.encode(hr), codec.encode(lr_up)  # (N, C', H/f, W/f)
+        codec = pixel_codec(codec)
+        hr, lr_up = codec.encode(hr), codec.encode(lr_up)  # (N, C', H/f, W/f); pixels pass as they are
         level = uniform(hr.shape[0], (0.0, max_aug), generator, hr.device)  # (N,)
         cond = noise_augment(lr_up, level, generator)  # (N, C, H, W)
     net = model if isinstance(model, SRDenoiser) else SRDenoiser(model)
@@ -116,8 +119,9 @@ def check_upscale_settings(model, diffusion, scale, *, batch_size=16, aug_level=
     """Every setting ``upscale_frames`` needs, checked before any frame is sampled; returns the input size ``(h, w)``."""
     check_scale(scale)
     if not is_sr_model(model):
-        raise GriditError("this is not a stage-2 (super-resolution) model; load it with train.load_sr")
-    if codec is not None and model.config.in_channels != 2 * codec.latent_channels:
+        raise GriditError("this is not a stage-2 (super-resolution) model; load it with training.load_sr")
+    codec = pixel_codec(codec)
+    if model.config.in_channels != 2 * codec.latent_channels:
         raise GriditError(f"the stage-2 model takes {model.config.in_channels // 2}-channel latents, but the VAE "
                           f"makes {codec.latent_channels}")  # fmt: skip
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -133,7 +137,7 @@ def check_upscale_settings(model, diffusion, scale, *, batch_size=16, aug_level=
 
 def pixel_size(model, codec=None):
     """The ``(H, W)`` in pixels of the frames a stage-2 model makes (its latents decoded, with a ``codec``)."""
-    f = codec.downsample_factor if codec is not None else 1
+    f = pixel_codec(codec).downsample_factor
     return tuple(side * f for side in model.config.image_size)
 
 
@@ -154,7 +158,8 @@ def upscale_frames(
     """
     check_upscale_settings(model, diffusion, scale, batch_size=batch_size, aug_level=aug_level, steps=steps,
                            sampler=sampler, eta=eta, codec=codec)
-    channels = 3 if codec is not None else model.config.in_channels // 2
+    codec = pixel_codec(codec)
+    channels = 3
     if not torch.is_tensor(lr_small) or lr_small.ndim != 4 or lr_small.shape[1] != channels:
         raise GriditError(f"lr_small must be (N, {channels}, h, w), got {tuple(getattr(lr_small, 'shape', ()))}")
     h, w = lr_small.shape[-2:]
@@ -172,17 +177,25 @@ def upscale_frames(
     out = []
     for b, lr in enumerate(tqdm(batches, desc="upscaling", unit="batch", disable=not progress)):
         lr_up = upsample(lr.to(device=device, dtype=torch.float32), scale)  # (B, C, H, W)
-        if codec is not None:
-            lr_up = codec.encode(lr_up)  # (B, C', H/f, W/f)
+        lr_up = codec.encode(lr_up)  # (B, C', H/f, W/f); pixels pass as they are
         level = torch.full((lr.shape[0],), float(aug_level), device=device)  # (B,)
         cond = noise_augment(lr_up, level, generator)  # (B, C, H, W)
         hr = sample(
             diffusion, net, lr_up.shape, sampler=sampler, steps=steps, generator=generator, device=device,
-            callback=_tagged(callback, b, len(batches)), model_kwargs={"lr_up": cond, "aug_level": level}, **extra,
+            callback=_tagged(callback, b, len(batches)), model_kwargs={"lr_up": cond, "aug_level": level},
+            clip_x0=x0_range(codec, lr_up, residual), **extra,
         )  # fmt: skip
         hr = hr + lr_up if residual else hr
-        out.append((codec.decode(hr) if codec is not None else hr).clamp(-1, 1))  # (B, C, H, W)
+        out.append(codec.decode(hr).clamp(-1, 1))  # (B, C, H, W)
     return torch.cat(out)  # (N, C, H, W)
+
+
+def x0_range(codec, lr_up, residual):
+    """Where the diffused signal's x0 lies, for the sampler's clamp: pixels in [-1, 1], so the residual over the
+    upsample ``lr_up`` in ``[-1 - lr_up, 1 - lr_up]``; latents unbounded (None)."""
+    if not isinstance(codec, IdentityCodec):
+        return None
+    return (-1 - lr_up, 1 - lr_up) if residual else codec.x0_range
 
 
 def _tagged(callback, batch, batches):

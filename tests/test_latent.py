@@ -1,139 +1,209 @@
-"""Both stages in the latent space of a local VAE (``--vae``), with a tiny random AutoencoderKL (factor 2, 4 channels)."""
+"""Tests for gridit_core.vae: a tiny random AutoencoderKL saved to a temporary folder, loaded offline."""
 
+import importlib
+import json
 import shutil
+import socket
+import sys
 
 import pytest
 import torch
-from PIL import Image
 
-from gridit_core.ckpt import load_file
-from gridit_core.cli import main
-from gridit_core.diffusion import Diffusion, DiffusionConfig
-from gridit_core.superres import build_sr_model, sr_training_losses
-from gridit_core.vae import LatentCodec, encode_grid
+import gridit_core
+import gridit_core.latent as vae_module
+from gridit_core.errors import GriditError
+from gridit_core.latent import IdentityCodec, LatentCodec, codec_for
 
 pytestmark = pytest.mark.unit
 
-SMALL = '{"depth": 1, "hidden_size": 32, "num_heads": 2}'
-
-
-def train(out, frame_size, *extra, stage=1):
-    grid = ["--rows", 2, "--cols", 2] if stage == 1 else ["--stage", 2, "--scale", 2]
-    args = ["train", "--data", "builtin:bouncing", "--model", "DiT-N/4", "--frame-size", frame_size, *grid, "--steps", 2,
-            "--batch-size", 4, "--n-sequences", 4, "--warmup", 1, "--device", "cpu", "--model-kwargs", SMALL,
-            "--out", out, *extra]
-    return [str(a) for a in args]
-
-
-def one_error_line(capsys, argv):
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err.strip()
-
-
-def sizes(folder):
-    files = sorted(folder.iterdir())
-    with Image.open(files[0]) as img:
-        return len(files), img.size
+WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 @pytest.fixture(scope="module")
-def runs(tiny_vae_folder, tmp_path_factory):
-    """2-step runs: a latent stage 1 on 16 px frames, a pixel stage 1 on 8 px frames, a latent x2 stage 2 at 16 px."""
-    root = tmp_path_factory.mktemp("latent")
-    assert main(train(root / "s1", 16, "--vae", tiny_vae_folder)) == 0
-    assert main(train(root / "px", 8)) == 0
-    assert main(train(root / "s2", 16, "--vae", tiny_vae_folder, "--vae-scale", "0.5", stage=2)) == 0
-    return {name: root / name / "checkpoints" / "last.pt" for name in ("s1", "px", "s2")}
+def vae(make_tiny_vae):
+    return make_tiny_vae()
 
 
-def test_encode_grid_encodes_each_frame_on_its_own(tiny_vae_folder):
-    codec = LatentCodec.from_path(tiny_vae_folder)
-    grid = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1  # 2x3 frames of 16x16
-    z = encode_grid(codec, grid, rows=2, cols=3)
-    assert z.shape == (2, 4, 16, 24)
-    assert torch.allclose(z[:, :, 8:16, 16:24], codec.encode(grid[:, :, 16:32, 32:48]), atol=1e-5)  # frame 5 alone
+@pytest.fixture(scope="module")
+def folder(tiny_vae_folder):
+    return tiny_vae_folder
 
 
-def test_latent_models_are_sized_for_the_latents(runs, tiny_vae_folder):
-    s1, s2 = load_file(runs["s1"]), load_file(runs["s2"])
-    assert s1["model_config"]["in_channels"] == 4 and tuple(s1["model_config"]["input_size"]) == (16, 16)
-    assert s1["config"]["vae"] == str(tiny_vae_folder)
-    assert s2["model_config"]["in_channels"] == 8 and tuple(s2["model_config"]["input_size"]) == (8, 8)
-    assert s2["config"]["vae_scale"] == 0.5
+@pytest.fixture
+def offline(monkeypatch):
+    """No Hub and no sockets: any attempt to reach out raises."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    with pytest.raises(AssertionError, match="network"):
+        socket.create_connection(("127.0.0.1", 9))
 
 
-def test_latent_stage1_samples_rgb_frames_and_follows_a_moved_vae(capsys, runs, tiny_vae_folder, tmp_path):
-    sample = ["sample", "--ckpt", runs["s1"], "--frames", 5, "--steps", 2, "--device", "cpu"]
-    assert main([str(a) for a in sample + ["--out", tmp_path / "a"]]) == 0
-    assert sizes(tmp_path / "a" / "frames") == (5, (16, 16))
-    moved = tmp_path / "moved_vae"
-    shutil.copytree(tiny_vae_folder, moved)
-    held = tiny_vae_folder.with_name(tiny_vae_folder.name + "_away")
-    tiny_vae_folder.rename(held)  # the path saved in the checkpoint is gone
-    try:
-        line = one_error_line(capsys, sample + ["--out", tmp_path / "b"])
-        assert f"trained in the latents of the VAE {tiny_vae_folder}, which is not there; pass --vae PATH" in line
-        assert not (tmp_path / "b").exists()
-        assert main([str(a) for a in sample + ["--out", tmp_path / "b", "--vae", moved]]) == 0
-    finally:
-        held.rename(tiny_vae_folder)
-    assert all(f.read_bytes() == (tmp_path / "b" / "frames" / f.name).read_bytes() for f in (tmp_path / "a" / "frames").iterdir())
+def images(n=3, size=16, seed=1):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
-def test_pixel_stage1_then_latent_stage2_then_upscale_alone(capsys, runs, tmp_path):
-    out = tmp_path / "two"
-    args = ["sample", "--ckpt", runs["px"], "--sr-ckpt", runs["s2"], "--frames", 3, "--steps", 2, "--sr-batch", 2,
-            "--device", "cpu", "--out", out]
-    assert main([str(a) for a in args]) == 0
-    assert sizes(out / "frames_lr") == (3, (8, 8)) and sizes(out / "frames") == (3, (16, 16))
-    up = ["upscale", "--ckpt", runs["s2"], "--input", out / "frames_lr", "--out", tmp_path / "up", "--steps", 2,
-          "--batch-size", 2, "--device", "cpu"]
-    assert main([str(a) for a in up]) == 0
-    assert all((tmp_path / "up" / "frames" / f.name).read_bytes() == f.read_bytes() for f in (out / "frames").iterdir())
+def test_importing_latent_module_does_not_import_diffusers(monkeypatch):
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # any import of diffusers or its submodules now fails
+    monkeypatch.delitem(sys.modules, "gridit_core.latent")  # restored afterwards, so other tests keep their classes
+    monkeypatch.setattr(gridit_core, "latent", vae_module)
+    fresh = importlib.import_module("gridit_core.latent")
+    assert fresh is not vae_module and isinstance(fresh.codec_for(None), fresh.IdentityCodec)
 
 
-def test_bad_vae_settings_are_one_line_and_touch_nothing(capsys, runs, tiny_vae_folder, make_tiny_vae, tmp_path):
-    line = one_error_line(capsys, train(tmp_path / "r", 16, "--vae", tmp_path / "nope"))
-    assert f"VAE not found: {tmp_path / 'nope'}" in line
-    (tmp_path / "unet").mkdir()
-    (tmp_path / "unet" / "config.json").write_text('{"_class_name": "UNet2DModel"}')
-    line = one_error_line(capsys, train(tmp_path / "r", 16, "--vae", tmp_path / "unet"))
-    assert "describes UNet2DModel, not an AutoencoderKL" in line
-    line = one_error_line(capsys, train(tmp_path / "r", 16, "--vae-scale", "0.5"))
-    assert "--vae-scale without --vae" in line
-    line = one_error_line(capsys, train(tmp_path / "r", 17, "--vae", tiny_vae_folder))
-    assert "frame size 17 is not divisible by the VAE's downsampling factor 2" in line
-    line = one_error_line(capsys, train(tmp_path / "r", 18, "--vae", tiny_vae_folder))
-    assert "frame size 9 is not divisible by the patch size 4 (the VAE's latents of 18px frames are 9px)" in line
-    assert not (tmp_path / "r").exists()
-    sample = ["sample", "--ckpt", runs["px"], "--frames", 3, "--steps", 2, "--device", "cpu", "--out", tmp_path / "o"]
-    line = one_error_line(capsys, sample + ["--vae", tiny_vae_folder])
-    assert "neither stage was trained in a VAE's latents" in line
-    make_tiny_vae(latent_channels=2).save_pretrained(tmp_path / "two_channels")
-    line = one_error_line(capsys, ["upscale", "--ckpt", runs["s2"], "--input", tmp_path, "--out", tmp_path / "o",
-                                   "--vae", tmp_path / "two_channels"])
-    assert "has 2 latent channels at 1/2 size, but the model was trained on 4 channels of 8px for 16px frames" in line
-    line = one_error_line(capsys, sample[:2] + [runs["s1"]] + sample[3:] + ["--vae", tmp_path / "two_channels"])
-    assert "has 2 latent channels" in line
-    assert not (tmp_path / "o").exists()
+def test_identity_codec_is_pixel_space():
+    codec = codec_for(None)
+    assert isinstance(codec, IdentityCodec)
+    assert (codec.downsample_factor, codec.latent_channels, codec.scale) == (1, 3, 1.0)
+    x = images()
+    z = codec.encode(x)
+    assert z is x  # pixel space: nothing is copied
+    assert codec.x0_range == (-1.0, 1.0)
+    assert torch.equal(codec.decode_batched(1.5 * z, batch_size=2), (1.5 * x).clamp(-1, 1))
 
 
-def test_latent_stage2_loss_diffuses_the_latent_residual(tiny_vae_folder):
-    codec = LatentCodec.from_path(tiny_vae_folder)
-    model = build_sr_model("DiT-N/4", 16, 2, channels=4, factor=2, learn_sigma=False, depth=1, hidden_size=32,
-                           num_heads=2)  # fmt: skip
-    diffusion = Diffusion(DiffusionConfig(prediction="x0"))
-    hr = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    seen = {}
-    real = diffusion.training_losses
+def test_load_offline_gives_latents_of_the_right_shape(folder, offline):
+    codec = LatentCodec.from_path(folder)
+    assert (codec.downsample_factor, codec.latent_channels) == (2, 4)
+    assert codec.scale == pytest.approx(0.18215) and codec.device == torch.device("cpu")
+    z = codec.encode(images(2, 16))
+    assert z.shape == (2, 4, 8, 8) and z.dtype == torch.float32
+    x = codec.decode(z)
+    assert x.shape == (2, 3, 16, 16) and x.min() >= -1 and x.max() <= 1
+    assert codec_for(folder).latent_channels == 4
 
-    def spy(net, x, **kwargs):
-        seen["x"], seen["cond"] = x, kwargs["model_kwargs"]["lr_up"]
-        return real(net, x, **kwargs)
 
-    diffusion.training_losses = spy
-    out = sr_training_losses(diffusion, model, hr, None, torch.Generator().manual_seed(1), max_aug=0.0, codec=codec)
-    assert torch.isfinite(out["loss"]).all() and seen["x"].shape == (3, 4, 8, 8)
-    assert torch.allclose(seen["x"] + seen["cond"], codec.encode(hr), atol=1e-5)  # residual + base = the HR latents
+def test_encode_decode_is_the_vae_with_the_scale(vae, folder):
+    codec = LatentCodec.from_path(folder)
+    x = images()
+    with torch.no_grad():
+        mean = vae.encode(x).latent_dist.mean
+        expected = vae.decode(mean).sample.clamp(-1, 1)
+    z = codec.encode(x)
+    assert torch.allclose(z, mean * 0.18215, atol=1e-6)
+    assert torch.allclose(codec.decode(z), expected, atol=1e-5)
+    unit = LatentCodec.from_path(folder, scale=1.0)
+    assert unit.scale == 1.0 and torch.allclose(unit.encode(x), mean, atol=1e-6)
+    assert torch.allclose(unit.decode(mean), expected, atol=1e-5)
+
+
+def test_scale_defaults_to_the_config_scaling_factor(make_tiny_vae, tmp_path):
+    make_tiny_vae(scaling_factor=0.5).save_pretrained(tmp_path)
+    assert LatentCodec.from_path(tmp_path).scale == 0.5
+    assert LatentCodec.from_path(tmp_path, scale=2.0).scale == 2.0
+    with pytest.raises(GriditError, match="positive"):
+        LatentCodec.from_path(tmp_path, scale=-1.0)
+
+
+def test_sampling_draws_from_the_posterior_reproducibly(folder):
+    codec = LatentCodec.from_path(folder)
+    x = images(2)
+    a = codec.encode(x, sample=True, generator=torch.Generator().manual_seed(3))
+    b = codec.encode(x, sample=True, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.allclose(a, codec.encode(x))
+
+
+def test_batched_equals_unbatched(folder):
+    codec = LatentCodec.from_path(folder)
+    x = images(5)
+    z = codec.encode(x)
+    assert torch.allclose(codec.encode_batched(x, batch_size=2), z, atol=1e-6)
+    assert torch.allclose(codec.decode_batched(z, batch_size=2), codec.decode(z), atol=1e-6)
+    assert codec.encode_batched(x[:0]).shape == (0, 4, 8, 8)
+
+
+def test_single_file_loads_offline_with_its_config_beside_it(folder, tmp_path, offline):
+    shutil.copy(folder / "config.json", tmp_path / "config.json")
+    shutil.copy(folder / WEIGHTS, tmp_path / "vae.safetensors")
+    x = images(2)
+    single = LatentCodec.from_path(tmp_path / "vae.safetensors")
+    assert torch.equal(single.encode(x), LatentCodec.from_path(folder).encode(x))
+
+
+def test_single_file_without_config_or_with_missing_weights_is_refused(folder, tmp_path, offline):
+    from safetensors.torch import load_file, save_file
+
+    lonely = tmp_path / "alone" / "vae.safetensors"
+    lonely.parent.mkdir()
+    shutil.copy(folder / WEIGHTS, lonely)
+    with pytest.raises(GriditError, match="config.json in the same folder"):
+        LatentCodec.from_path(lonely)
+    state = load_file(folder / WEIGHTS)
+    partial = {k: v for k, v in state.items() if not k.startswith("decoder.")}
+    shutil.copy(folder / "config.json", tmp_path / "config.json")
+    save_file(partial, tmp_path / "partial.safetensors")
+    with pytest.raises(GriditError, match="do not match its config"):
+        LatentCodec.from_path(tmp_path / "partial.safetensors")
+
+
+def test_pipeline_folder_uses_its_vae_subfolder(folder, tmp_path):
+    shutil.copytree(folder, tmp_path / "vae")
+    assert LatentCodec.from_path(tmp_path).latent_channels == 4
+
+
+def test_bad_paths_are_one_line_gridit_errors(diffusers, folder, tmp_path, offline):
+    with pytest.raises(GriditError, match="VAE not found"):
+        LatentCodec.from_path(tmp_path / "nope")
+    unet = tmp_path / "unet"
+    diffusers.UNet2DModel(
+        sample_size=8, block_out_channels=(8, 16), norm_num_groups=4, layers_per_block=1,
+        down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
+    ).save_pretrained(unet)  # diffusers itself would load these weights into a VAE with only a warning
+    with pytest.raises(GriditError, match="describes UNet2DModel, not an AutoencoderKL") as e:
+        LatentCodec.from_path(unet)
+    assert "\n" not in str(e.value)
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(GriditError, match="cannot read VAE config"):
+        LatentCodec.from_path(broken)
+    (broken / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", "block_out_channels": [32, 64]}))
+    with pytest.raises(GriditError) as e:  # config and weights disagree
+        LatentCodec.from_path(broken)
+    assert "\n" not in str(e.value) and str(broken) in str(e.value)
+    (broken / "config.json").write_text((folder / "config.json").read_text())
+    (broken / WEIGHTS).unlink()
+    with pytest.raises(GriditError, match="no file named"):
+        LatentCodec.from_path(broken)
+    (broken / "config.json").unlink()
+    with pytest.raises(GriditError, match="has no config.json"):
+        LatentCodec.from_path(broken)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(GriditError, match="not a .safetensors"):
+        LatentCodec.from_path(tmp_path / "notes.txt")
+
+
+def test_missing_diffusers_names_the_install(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers now raises ImportError
+    with pytest.raises(GriditError, match="pip install diffusers"):
+        LatentCodec.from_path(tmp_path)
+
+
+def test_bad_tensors_are_gridit_errors(folder):
+    codec = LatentCodec.from_path(folder)
+    with pytest.raises(GriditError, match=r"\(N, 3, H, W\)"):
+        codec.encode(torch.zeros(3, 16, 16))
+    with pytest.raises(GriditError, match="not divisible"):
+        codec.encode(torch.zeros(1, 3, 15, 16))
+    with pytest.raises(GriditError, match=r"\(N, 4, H, W\)"):
+        codec.decode(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(GriditError, match="batch_size"):
+        codec.encode_batched(images(), batch_size=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_codec_on_cuda_matches_cpu_and_returns_on_the_input_device(folder):
+    gpu, cpu = LatentCodec.from_path(folder, device="cuda"), LatentCodec.from_path(folder)
+    assert gpu.device.type == "cuda" and next(gpu.vae.parameters()).is_cuda
+    x = images(4)
+    z = gpu.encode_batched(x, batch_size=2)  # CPU in, CPU out: only one batch at a time on the GPU
+    assert z.device.type == "cpu" and torch.allclose(z, cpu.encode(x), atol=1e-4)
+    assert torch.allclose(gpu.decode(z.cuda()).cpu(), cpu.decode(z), atol=1e-4)
+    half = LatentCodec.from_path(folder, device="cuda", dtype=torch.float16)
+    assert half.dtype == torch.float16 and half.encode(x).dtype == torch.float32

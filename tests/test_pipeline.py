@@ -61,7 +61,7 @@ class NearestUpscale:
 def test_a_thousand_frames_stream_through_both_stages(monkeypatch, tmp_path):
     out = tmp_path / "two"
     upscale = NearestUpscale(out)
-    monkeypatch.setattr(sequence.gd, "sample", CountingSampler())
+    monkeypatch.setattr(sequence, "sample", CountingSampler())
     monkeypatch.setattr(pipeline, "upscale_frames", upscale)
     sample_two_stage(fake_stage1(4), Diffusion(), cfg(4, 2, 2), fake_stage2(8), Diffusion(), cfg(8, scale=2), 1001, out,
                      sr_batch=16, sr_steps=1, steps=1, seed=3, progress=False)

@@ -6,7 +6,7 @@ from gridit_core.diffusion import Diffusion, DiffusionConfig
 from gridit_core.errors import GriditError
 from gridit_core.models import build_model
 from gridit_core.superres import SRDenoiser, build_sr_model, noise_augment, sr_training_losses, upscale_frames
-from gridit_core.train import Trainer, TrainConfig, export_weights, load_sr, load_trained
+from gridit_core.training import TrainConfig, Trainer, export_weights, load_sr, load_trained
 
 pytestmark = pytest.mark.unit
 
