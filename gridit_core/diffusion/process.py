@@ -97,9 +97,14 @@ def _expand(values, like):
     return values.reshape(*values.shape, *([1] * (like.ndim - values.ndim)))
 
 
-def _channels(x, t, c):
-    """The first ``c`` channels of ``x``, whose channel axis follows ``t``'s axes (batch, and frames if per frame)."""
-    return x.narrow(t.ndim, 0, c)
+def channel_axis(x):
+    """The channel axis of images ``(N, C, H, W)`` or clips ``(N, F, C, H, W)``: third from the end."""
+    return x.ndim - 3
+
+
+def _channels(x, c, start=0):
+    """Channels ``start .. start + c`` of ``x`` (see ``channel_axis``)."""
+    return x.narrow(channel_axis(x), start, c)
 
 
 def _normal_kl(mean1, logvar1, mean2, logvar2):
@@ -164,7 +169,7 @@ class Diffusion:
 
     def predict_x0_eps(self, model_output, x_t, t):
         """``(x0, eps)`` implied by the network's prediction; a 2C output's variance channels are ignored."""
-        pred = _channels(model_output, t, x_t.shape[t.ndim])  # (N, C, H, W) or (N, F, C, H, W)
+        pred = _channels(model_output, x_t.shape[channel_axis(x_t)])  # (N, C, H, W) or (N, F, C, H, W)
         acp = _at(self.alphas_cumprod, t, x_t)
         a, s = acp.sqrt(), (1 - acp).sqrt()
         if self.config.prediction == "eps":
@@ -209,25 +214,25 @@ class Diffusion:
             t = randint(self.num_steps, tuple(x0.shape[: 2 if per_frame else 1]), generator, x0.device)
         self._check_t(t, x0)
         t = t.to(device=x0.device, dtype=torch.long)
-        c = x0.shape[t.ndim]
+        k = channel_axis(x0)
+        c = x0.shape[k]
         if noise is None:
             noise = randn(x0.shape, generator, x0.device, x0.dtype)
         if noise.shape != x0.shape:
             raise GriditError(f"noise shape {tuple(noise.shape)} differs from x0 shape {tuple(x0.shape)}")
         x_t = self.q_sample(x0, t, noise)  # like x0
         out = model(x_t, t, y=y, **(model_kwargs or {}))  # x0's shape with C or 2C channels
-        lead, k = tuple(x0.shape[: t.ndim]), t.ndim
-        want = (*lead, 2 * c if self.config.learn_sigma else c, *x0.shape[k + 1 :])
+        want = (*x0.shape[:k], 2 * c if self.config.learn_sigma else c, *x0.shape[k + 1 :])
         if tuple(out.shape) != want:
             raise GriditError(f"model output {tuple(out.shape)} should be {want} for this config")
-        pred = _channels(out, t, c)
+        pred = _channels(out, c)
         err = (pred - self.target(x0, noise, t)) ** 2  # like x0
         weight = _expand(self.loss_weight(t).to(err.dtype), err)  # (N, 1, ..) or (N, F, 1, ..)
         mse = _masked_mean(err, loss_mask)  # (N,)
         terms = {"mse": mse, "loss": _masked_mean(weight * err, loss_mask)}
         if self.config.learn_sigma:
             # Stop-gradient on the mean (IDDPM sec. 3.1): the VLB term trains only the variance.
-            v = out.narrow(k, c, c)
+            v = _channels(out, c, start=c)
             terms["vb"] = _masked_mean(self._vb_terms(pred.detach(), v, x0, x_t, t), loss_mask)
             terms["loss"] = terms["loss"] + self.config.vlb_weight * self.num_steps * terms["vb"]
         return terms

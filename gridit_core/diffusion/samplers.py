@@ -47,7 +47,8 @@ def model_output(model, x, t, *, y=None, guidance_scale=1.0, model_kwargs=None):
     kwargs = {k: torch.cat([v, v]) if torch.is_tensor(v) and v.shape[:1] == (n,) else v for k, v in kwargs.items()}
     out = model(torch.cat([x, x]), torch.cat([tt, tt]), y=torch.cat([y, null]), **kwargs)  # (2N, .., C or 2C, H, W)
     cond, uncond = out.chunk(2)  # (N, .., C or 2C, H, W) each
-    k, c = tt.ndim, x.shape[tt.ndim]  # the channel axis follows the timestep axes
+    k = x.ndim - 3  # the channel axis of (N, C, H, W) or (N, F, C, H, W)
+    c = x.shape[k]
     guided = uncond.narrow(k, 0, c) + guidance_scale * (cond.narrow(k, 0, c) - uncond.narrow(k, 0, c))
     return torch.cat([guided, cond.narrow(k, c, cond.shape[k] - c)], dim=k)
 
@@ -132,12 +133,12 @@ class Stepper:
         return self._coef("sqrt_1m_betas", t, x_prev) * x_prev + self._coef("sqrt_betas", t, x_prev) * self._noise(x_prev)
 
     def _x0_eps(self, model_output, t, x):
-        k = torch.as_tensor(t).ndim if torch.is_tensor(t) else 0  # axes of t beyond one step for the batch
-        c, lead = x.shape[max(k, 1)], x.shape[: max(k, 1)]
-        if model_output.shape[: max(k, 1)] != lead or model_output.shape[max(k, 1)] not in (c, 2 * c):
+        k = x.ndim - 3  # the channel axis of (N, C, H, W) or (N, F, C, H, W)
+        c = x.shape[k]
+        if model_output.ndim != x.ndim or model_output.shape[:k] != x.shape[:k] or model_output.shape[k] not in (c, 2 * c):
             raise GriditError(f"model output {tuple(model_output.shape)} does not fit a sample {tuple(x.shape)}")
         a, s = self._coef("sqrt_acp", t, x), self._coef("sqrt_1m_acp", t, x)
-        pred = model_output.narrow(max(k, 1), 0, c)
+        pred = model_output.narrow(k, 0, c)
         prediction = self.diffusion.config.prediction
         if prediction == "eps":
             x0, eps = (x - s * pred) / a, pred
@@ -174,7 +175,7 @@ class Stepper:
         last = coef("last")
         if bool((last == 1).all()):
             return mean, x0
-        k = max(torch.as_tensor(t).ndim, 1)
+        k = x.ndim - 3
         c = x.shape[k]
         log_var = coef("posterior_log_variance_clipped").expand_as(x)
         if model_output.shape[k] == 2 * c:
