@@ -185,7 +185,10 @@ def cmd_demo(a):
     defaults = read_parameters(QUICKSTART)
     params = {**parse_overrides(a.param or [], defaults), "OUT_DIR": str(Path(a.out).resolve())}
     quickstart.check_params({**defaults, **params}, base=QUICKSTART.parent)  # every value, before papermill starts
-    import papermill as pm
+    try:
+        import papermill as pm
+    except ImportError:
+        raise GriditError("gridit demo runs a notebook with papermill: pip install -e '.[notebooks]'") from None
 
     out = Path(a.out)
     prepare_output_dir(out, a.overwrite, ["index.html", "metrics.json", "quickstart.ipynb"])
