@@ -10,7 +10,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet $(TORCH_PINS) -e ".[dev]"
+	$(PY) -m pip install --quiet $(TORCH_PINS) -e ".[dev,notebooks]"
 	touch $(STAMP)
 
 setup: $(STAMP)
