@@ -23,6 +23,8 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/coherence.py
+	$(PY) benchmarks/stage2_fidelity.py
 
 clean:
 	rm -rf $(VENV) reports/quickstart

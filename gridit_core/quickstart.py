@@ -12,8 +12,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 from gridit_core.data.builtin import BouncingConfig, bouncing_shapes
+from gridit_core.data.degrade import DegradeConfig, degrade
 from gridit_core.diffusion import STEPPER_KINDS
 from gridit_core.metrics.coherence import coherence_many, freeze_frames, shuffle_frames
 from gridit_core.metrics.fidelity import bicubic_baseline, compare_sr
@@ -23,7 +25,7 @@ from gridit_core.recipes import QUICKSTART, QUICKSTART_SR, config, sr_config  # 
 from gridit_core.report.page import figure_png, gif_bytes, write_report
 from gridit_core.sequence import sample_sequence
 from gridit_core.superres import SAMPLE_AUG, upscale_frames
-from gridit_core.training import Trainer, read_metrics
+from gridit_core.training import Trainer, load_codec, read_metrics
 from gridit_core.util.image import downscale, tensor_to_uint8, uint8_to_tensor
 
 PARAMS = {  # the notebook's parameters cell, checked in one call (gridit demo -p, and the notebook's first cell)
@@ -78,35 +80,49 @@ def sample(trainer, n_frames, n_sequences, *, sampler="ddpm", steps=50, resample
     return tensor_to_uint8(frames), seconds / (n_frames * n_sequences)
 
 
-def upscale(trainer, frames, *, steps=20, noise_level=SAMPLE_AUG, seed=0, batch_size=64):
-    """Super-resolve uint8 frames ``(..., h, w, 3)`` with the stage-2 EMA model; returns uint8 ``(..., H, W, 3)`` and
-    seconds per frame."""
-    cfg = trainer.cfg
+def _stage2(run):
+    """``(model, diffusion, cfg, codec, device)`` of a stage-2 ``Trainer`` (its EMA model) or of the
+    ``(model, diffusion, cfg)`` that ``training.load_sr`` returns."""
+    if isinstance(run, tuple):
+        model, diffusion, cfg = run
+        device = next(model.parameters()).device
+        return model.eval(), diffusion, cfg, load_codec(cfg, model, device=device), device
+    return run.ema.eval(), run.diffusion, run.cfg, run.codec, run.device
+
+
+def upscale(run, frames, *, steps=20, noise_level=SAMPLE_AUG, seed=0, batch_size=64):
+    """Super-resolve uint8 frames ``(..., h, w, 3)`` with a stage-2 run (a ``Trainer``: its EMA model; or what
+    ``training.load_sr`` returns); returns uint8 ``(..., H, W, 3)`` and seconds per frame."""
+    model, diffusion, cfg, codec, device = _stage2(run)
     lead = frames.shape[:-3]
     lr = uint8_to_tensor(frames.reshape(-1, *frames.shape[-3:]))  # (N, 3, h, w)
     t0 = time.perf_counter()
-    hr = upscale_frames(trainer.ema.eval(), trainer.diffusion, lr, scale=cfg.scale, residual=cfg.residual,
-                        aug_level=noise_level, steps=steps, seed=seed, batch_size=batch_size, device=trainer.device,
-                        codec=trainer.codec)  # fmt: skip
+    hr = upscale_frames(model, diffusion, lr, scale=cfg.scale, residual=cfg.residual, aug_level=noise_level,
+                        steps=steps, seed=seed, batch_size=batch_size, device=device, codec=codec)  # fmt: skip
     seconds = time.perf_counter() - t0
     out = tensor_to_uint8(hr.cpu())  # (N, H, W, 3)
     return out.reshape(*lead, *out.shape[1:]), seconds / len(lr)
 
 
-def sr_fidelity(trainer, n_frames=32, *, steps=20, noise_level=SAMPLE_AUG, seed=4321):
+def sr_fidelity(run, n_frames=32, *, steps=20, noise_level=SAMPLE_AUG, seed=4321, degraded=False):
     """PSNR and SSIM of stage 2 against held-out ground truth, with bicubic upsampling beside them.
 
-    Held-out 64 px frames are downscaled x4 (bicubic, antialiased), super-resolved and compared; returns the scores
-    of ``quality.compare_sr`` and uint8 ``(4, n, H, W, 3)`` stacks: low resolution (nearest), bicubic, stage 2,
-    ground truth.
+    Held-out frames of the run's built-in data are downscaled (bicubic, antialiased; with ``degraded``, degraded by
+    the run's own training recipe instead: blur, down, pixel noise), super-resolved and compared; returns the scores
+    of ``metrics.fidelity.compare_sr`` and uint8 ``(4, n, H, W, 3)`` stacks: low resolution (nearest), bicubic,
+    stage 2, ground truth. ``run`` as for ``upscale``.
     """
-    cfg = trainer.cfg
+    cfg = _stage2(run)[2]
     bc = BouncingConfig.for_frame_size(cfg.frame_size, length=4, **cfg.builtin)
     truth = bouncing_shapes(-(-n_frames // 4), bc, seed=seed).frames.reshape(-1, cfg.frame_size, cfg.frame_size, 3)
     hr = uint8_to_tensor(truth[:n_frames])  # (N, 3, H, W)
-    lr_frames = tensor_to_uint8(downscale(hr, cfg.scale))  # (N, h, w, 3): 8-bit, as stage-1 frames on disk are
+    if degraded:
+        small = degrade(hr, DegradeConfig(**{**cfg.degrade, "scale": cfg.scale}), torch.Generator().manual_seed(seed))
+    else:
+        small = downscale(hr, cfg.scale)
+    lr_frames = tensor_to_uint8(small)  # (N, h, w, 3): 8-bit, as stage-1 frames on disk are
     lr = uint8_to_tensor(lr_frames)  # (N, 3, h, w)
-    sr, _ = upscale(trainer, lr_frames, steps=steps, noise_level=noise_level, seed=seed)
+    sr, _ = upscale(run, lr_frames, steps=steps, noise_level=noise_level, seed=seed)
     scores = compare_sr(uint8_to_tensor(sr), hr, lr, cfg.scale)
     nearest = lr.repeat_interleave(cfg.scale, -2).repeat_interleave(cfg.scale, -1)
     views = [tensor_to_uint8(x) for x in (nearest, bicubic_baseline(lr, cfg.scale))] + [sr, truth[:n_frames]]
