@@ -7,9 +7,12 @@ of sizes, ``DiT_models`` (``"DiT-S/4"`` -> depth, width, heads and patch): the C
 from dataclasses import fields
 
 from gridit_core.errors import GriditError
-from gridit_core.models.dit import DiT, DiT_models, DiTConfig, build_dit
+from gridit_core.models.dit import _SIZES, DiT, DiT_models, DiTConfig, build_dit
+from gridit_core.models.video import VideoDiT, VideoDiTConfig
 
-ARCHITECTURES = {"grid": DiT}  # the grid DiT of GriDiT; each class has a ``config_class`` dataclass
+# Each class has a ``config_class`` dataclass. grid: GriDiT's 2D DiT on grid images; tensor: a DiT over the sequence
+# as one tensor (the baseline GriDiT argues against); msc: multi-scale spatio-temporal causal attention.
+ARCHITECTURES = {"grid": DiT, "tensor": VideoDiT, "msc": VideoDiT}
 
 
 def build_model(name, *, arch="grid", **kwargs):
@@ -17,7 +20,12 @@ def build_model(name, *, arch="grid", **kwargs):
     the architecture's config and override the named size."""
     if arch not in ARCHITECTURES:
         raise GriditError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
-    return build_dit(name, **kwargs)
+    if arch == "grid":
+        return build_dit(name, **kwargs)
+    if name not in DiT_models:
+        raise GriditError(f"unknown model {name!r}; choose one of: {', '.join(DiT_models)}")
+    size, patch = name[len("DiT-") :].split("/")
+    return VideoDiT(VideoDiTConfig(**{"arch": arch, "patch_size": int(patch), **_SIZES[size], **kwargs}))
 
 
 def model_from_config(arch, config):
@@ -25,6 +33,8 @@ def model_from_config(arch, config):
     if arch not in ARCHITECTURES:
         raise GriditError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
     cls = ARCHITECTURES[arch]
+    if cls is VideoDiT and config.get("arch", arch) != arch:
+        raise GriditError(f"a {config.get('arch')} model config loaded as {arch}")
     known = {f.name for f in fields(cls.config_class)}
     unknown = sorted(set(config) - known)
     if unknown:
@@ -32,4 +42,5 @@ def model_from_config(arch, config):
     return cls(cls.config_class(**config))
 
 
-__all__ = ["ARCHITECTURES", "DiT", "DiTConfig", "DiT_models", "build_dit", "build_model", "model_from_config"]
+__all__ = ["ARCHITECTURES", "DiT", "DiTConfig", "DiT_models", "VideoDiT", "VideoDiTConfig", "build_dit", "build_model",
+           "model_from_config"]  # fmt: skip

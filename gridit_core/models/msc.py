@@ -1,0 +1,261 @@
+"""MSC attention: multi-scale spatio-temporal causal attention for autoregressive video diffusion (arXiv 2412.09828).
+
+Each block splits its heads into two parallel branches whose outputs are concatenated before the output projection:
+
+- High-Res: full-resolution tokens; a query of frame t at (y, x) sees the tokens within a ``window`` x ``window``
+  square around (y, x) in frame t and in each of the ``p_frames`` frames before it (P-frames). With ``light_cone``
+  the square grows by one token a side per frame of distance (the paper's light cone).
+- Low-Res: every frame's tokens average-pooled by ``pool`` in each spatial dimension; a pooled query of frame t sees
+  all pooled tokens of frames t, t-d, ..., t-i_frames*d (I-frames, ``d = i_stride``); the output is repeated back to
+  full resolution.
+
+Both branches are causal at the frame level. Time enters through a rotary embedding of the absolute frame index on
+half of each head's channels, so attention depends on frame distances only: keys cached once keep their meaning, and
+rollouts may run past the training length. Each frame's noise-level embedding sets the weights of the two branches
+(see ``BranchGate``).
+
+The cost really drops: the High-Res branch gathers each query's ``(p_frames+1) * window^2`` keys (no T x T score
+matrix), and the Low-Res branch attends over ``(i_frames+1) * L / pool^2`` keys per pooled query. Attention never
+reaches further back than ``span = max(p_frames, i_frames * i_stride)`` frames, so a cache of the last ``span``
+frames' keys and values (``KVCache``) is exact. ``dense_reference`` computes the same attention with full boolean
+masks (SDPA over all tokens): the tests hold the fast path to it.
+"""
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gridit_core.errors import GriditError
+
+
+def rope_time(x, frames, dims):
+    """Rotate channel pairs of the first ``dims`` channels of ``x (..., T, L, d)`` by angles ``frame * w_i``."""
+    if dims == 0:
+        return x
+    half = dims // 2
+    freqs = 10000.0 ** (-torch.arange(half, dtype=torch.float64, device=x.device) / half)  # (dims/2,)
+    angle = frames.to(torch.float64)[:, None] * freqs  # (T, dims/2)
+    cos, sin = angle.cos().to(x.dtype)[:, None], angle.sin().to(x.dtype)[:, None]  # (T, 1, dims/2)
+    a, b, rest = x[..., :half], x[..., half:dims], x[..., dims:]
+    return torch.cat([a * cos - b * sin, a * sin + b * cos, rest], dim=-1)
+
+
+def pool_tokens(x, grid, r):
+    """Average-pool tokens ``(..., T, L, d)`` of an ``(h, w)`` token grid by ``r`` in each spatial dimension."""
+    if r == 1:
+        return x
+    h, w = grid
+    lead = x.shape[:-2]
+    x = x.reshape(-1, h // r, r, w // r, r, x.shape[-1]).mean(dim=(2, 4))  # (*, h/r, w/r, d)
+    return x.reshape(*lead, (h // r) * (w // r), x.shape[-1])
+
+
+def unpool_tokens(x, grid, r):
+    """Repeat pooled tokens ``(..., T, Lp, d)`` back onto the full ``(h, w)`` token grid."""
+    if r == 1:
+        return x
+    h, w = grid
+    lead = x.shape[:-2]
+    x = x.reshape(-1, h // r, w // r, x.shape[-1]).repeat_interleave(r, 1).repeat_interleave(r, 2)  # (*, h, w, d)
+    return x.reshape(*lead, h * w, x.shape[-1])
+
+
+def window_radius(window, distance, light_cone):
+    """Half side of the High-Res window at a frame ``distance`` back: fixed, or growing by one per frame."""
+    return window // 2 + (distance if light_cone else 0)
+
+
+@lru_cache(maxsize=64)
+def _high_index(n_past, n_new, grid, window, p_frames, light_cone):
+    """For each new frame's token, the flat indices of its High-Res keys among ``(n_past + n_new)`` frames of
+    tokens, and which of them exist: ``(n_new, L, K)`` long and bool (CPU; cached per shape)."""
+    h, w = grid
+    offsets = [(k, dy, dx) for k in range(p_frames + 1) for r in [window_radius(window, k, light_cone)]
+               for dy in range(-r, r + 1) for dx in range(-r, r + 1)]  # fmt: skip
+    k, dy, dx = (torch.tensor(v) for v in zip(*offsets))  # (K,) each
+    frame = n_past + torch.arange(n_new)[:, None, None] - k  # (T, 1, K) key frame position
+    y = torch.arange(h).repeat_interleave(w)[None, :, None] + dy  # (1, L, K)
+    x = torch.arange(w).repeat(h)[None, :, None] + dx  # (1, L, K)
+    valid = (frame >= 0) & (y >= 0) & (y < h) & (x >= 0) & (x < w)  # (T, L, K)
+    index = (frame.clamp(min=0) * h + y.clamp(0, h - 1)) * w + x.clamp(0, w - 1)  # (T, L, K)
+    return index, valid
+
+
+@lru_cache(maxsize=64)
+def _low_index(n_past, n_new, i_frames, i_stride):
+    """For each new frame, the positions of its I-frames among ``(n_past + n_new)`` frames, and which exist."""
+    frame = n_past + torch.arange(n_new)[:, None] - i_stride * torch.arange(i_frames + 1)  # (T, I+1)
+    return frame.clamp(min=0), frame >= 0
+
+
+class KVCache:
+    """Keys and values of finished frames, per block and branch, for the last ``span`` frames only.
+
+    ``end`` is the absolute index of the frame that comes next; frames must arrive in order.
+    """
+
+    def __init__(self, span):
+        self.span, self.end, self.layers = span, 0, {}
+
+    def get(self, layer):
+        return self.layers.get(layer)
+
+    def put(self, layer, tensors, n_new):
+        """Append ``n_new`` frames of ``tensors`` (each ``(B, h, T, L, d)``) and keep the last ``span`` frames."""
+        old = self.layers.get(layer)
+        merged = tensors if old is None else tuple(torch.cat([o, t], dim=2) for o, t in zip(old, tensors))
+        self.layers[layer] = tuple(m[:, :, -self.span :] if self.span else m[:, :, :0] for m in merged)
+
+    def frames(self):
+        """How many frames the cache holds."""
+        first = next(iter(self.layers.values()), None)
+        return 0 if first is None else first[0].shape[2]
+
+    def nbytes(self):
+        return sum(t.numel() * t.element_size() for ts in self.layers.values() for t in ts)
+
+
+class MSCAttention(nn.Module):
+    """The two branches of an MSC block (see the module docstring); ``forward`` takes tokens ``(B, T, L, D)``."""
+
+    def __init__(self, dim, num_heads, *, high_heads, window, p_frames, pool, i_stride, i_frames, light_cone):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.high_heads = high_heads
+        self.window, self.p_frames, self.pool = window, p_frames, pool
+        self.i_stride, self.i_frames, self.light_cone = i_stride, i_frames, light_cone
+        self.rope_dims = 2 * (self.head_dim // 4)  # half of each head's channels carry time
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    @property
+    def span(self):
+        """How many frames back any query reaches."""
+        return max(self.p_frames, self.i_frames * self.i_stride)
+
+    def _qkv(self, x, frames):
+        b, t, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, t, n, 3, self.num_heads, self.head_dim)  # (B, T, L, 3, h, d)
+        q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # (B, h, T, L, d) each
+        return rope_time(q, frames, self.rope_dims), rope_time(k, frames, self.rope_dims), v
+
+    def forward(self, x, grid, frames, gate=None, cache=None, layer=0, write=False, reference=False):
+        """Tokens ``x (B, T, L, D)`` of consecutive frames with absolute indices ``frames (T,)`` on an ``(h, w)``
+        token ``grid``; ``gate (B, T, 2)`` weighs the branches per frame. With a ``cache``, its frames come just
+        before ``frames[0]`` and are attended to as well; ``write`` appends these frames' keys and values to it.
+        ``reference`` computes the branches with dense masks (slow; for tests)."""
+        b, t, n, d = x.shape
+        hh, r = self.high_heads, self.pool
+        q, k, v = self._qkv(x, frames)  # (B, h, T, L, dh) each
+        lo = [pool_tokens(z[:, hh:], grid, r) for z in (q, k, v)]  # (B, hl, T, Lp, dh) each
+        new = (k[:, :hh], v[:, :hh], lo[1], lo[2])
+        past = cache.get(layer) if cache is not None else None
+        keys = new if past is None else tuple(torch.cat([p, z], dim=2) for p, z in zip(past, new))
+        n_past = 0 if past is None else past[0].shape[2]
+        if write:
+            cache.put(layer, new, t)
+        branch = self._dense if reference else self._gathered
+        out_hi, out_lo = branch(q[:, :hh], lo[0], keys, n_past, grid, frames)  # (B, hh, T, L, dh), (B, hl, T, Lp, dh)
+        out_lo = unpool_tokens(out_lo, grid, r)  # (B, hl, T, L, dh)
+        if gate is not None:
+            g = gate.permute(0, 2, 1)[:, :, None, :, None, None]  # (B, 2, 1, T, 1, 1)
+            out_hi, out_lo = out_hi * g[:, 0], out_lo * g[:, 1]
+        out = torch.cat([out_hi, out_lo], dim=1)  # (B, h, T, L, dh)
+        return self.proj(out.permute(0, 2, 3, 1, 4).reshape(b, t, n, d))  # (B, T, L, D)
+
+    def _gathered(self, q_hi, q_lo, keys, n_past, grid, frames):
+        """Each query against its own gathered keys: cost linear in the number of frames."""
+        k_hi, v_hi, k_lo, v_lo = keys
+        t, scale = q_hi.shape[2], 1 / math.sqrt(self.head_dim)
+        out_hi = q_hi[..., :0]
+        if self.high_heads:
+            index, valid = (z.to(q_hi.device) for z in _high_index(n_past, t, tuple(grid), self.window,
+                                                                  self.p_frames, self.light_cone))  # fmt: skip
+            flat = lambda z: z.flatten(2, 3)  # (B, hh, F*L, dh)  # noqa: E731
+            kg, vg = flat(k_hi)[:, :, index], flat(v_hi)[:, :, index]  # (B, hh, T, L, K, dh) each
+            scores = torch.einsum("bhtld,bhtlkd->bhtlk", q_hi, kg) * scale  # (B, hh, T, L, K)
+            probs = scores.masked_fill(~valid, float("-inf")).softmax(dim=-1)
+            out_hi = torch.einsum("bhtlk,bhtlkd->bhtld", probs, vg)  # (B, hh, T, L, dh)
+        out_lo = q_lo
+        if q_lo.shape[1]:
+            index, valid = (z.to(q_lo.device) for z in _low_index(n_past, t, self.i_frames, self.i_stride))
+            lp = q_lo.shape[3]
+            kg = k_lo[:, :, index].flatten(3, 4)  # (B, hl, T, (I+1)*Lp, dh)
+            vg = v_lo[:, :, index].flatten(3, 4)
+            mask = valid.repeat_interleave(lp, dim=1)[:, None, :]  # (T, 1, (I+1)*Lp)
+            out_lo = F.scaled_dot_product_attention(q_lo, kg, vg, attn_mask=mask)  # (B, hl, T, Lp, dh)
+        return out_hi, out_lo
+
+    def _dense(self, q_hi, q_lo, keys, n_past, grid, frames):
+        """The same attention over all tokens with full boolean masks built from coordinates: the reference."""
+        k_hi, v_hi, k_lo, v_lo = keys
+        t = q_hi.shape[2]
+        h, w = grid
+        fq = n_past + torch.arange(t, device=q_hi.device)  # query frame positions
+        fk = torch.arange(n_past + t, device=q_hi.device)  # key frame positions
+        dt = fq[:, None] - fk[None, :]  # (T, F)
+        yy = torch.arange(h, device=q_hi.device).repeat_interleave(w)
+        xx = torch.arange(w, device=q_hi.device).repeat(h)
+        out_hi = q_hi[..., :0]
+        if self.high_heads:
+            radius = self.window // 2 + (dt.clamp(min=0) if self.light_cone else 0) * torch.ones_like(dt)  # (T, F)
+            dy, dx = (yy[:, None] - yy[None, :]).abs(), (xx[:, None] - xx[None, :]).abs()  # (L, L) each
+            r4 = radius[:, None, :, None]  # (T, 1, F, 1)
+            near = (dy[None, :, None, :] <= r4) & (dx[None, :, None, :] <= r4)  # (T, L, F, L)
+            mask = near & ((dt >= 0) & (dt <= self.p_frames))[:, None, :, None]
+            mask = mask.flatten(0, 1).flatten(1, 2)  # (T*L, F*L)
+            out = F.scaled_dot_product_attention(q_hi.flatten(2, 3), k_hi.flatten(2, 3), v_hi.flatten(2, 3), attn_mask=mask)
+            out_hi = out.unflatten(2, (t, h * w))
+        out_lo = q_lo
+        if q_lo.shape[1]:
+            lp = q_lo.shape[3]
+            allowed = (dt >= 0) & (dt % self.i_stride == 0) & (dt // self.i_stride <= self.i_frames)  # (T, F)
+            mask = allowed.repeat_interleave(lp, 0).repeat_interleave(lp, 1)  # (T*Lp, F*Lp)
+            out = F.scaled_dot_product_attention(q_lo.flatten(2, 3), k_lo.flatten(2, 3), v_lo.flatten(2, 3), attn_mask=mask)
+            out_lo = out.unflatten(2, (t, lp))
+        return out_hi, out_lo
+
+
+class BranchGate(nn.Module):
+    """Per-frame weights of the two branches from that frame's noise-level embedding: ``2 * softmax(W c + b)``.
+
+    Pooling by ``r`` divides the noise variance by ``r^2``, so the Low-Res view of a noisy frame stays informative
+    where the High-Res one does not; the gate lets each frame's level move weight between the branches. ``W`` and
+    ``b`` start at zero, so both weights start at 1 (the branches simply concatenated). ``learned=False`` keeps
+    them at 1 (the ablation: fixed equal weights).
+    """
+
+    def __init__(self, hidden, learned=True):
+        super().__init__()
+        self.learned = learned
+        self.linear = nn.Linear(hidden, 2)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.linear.requires_grad_(learned)
+
+    def forward(self, c):
+        """``c (B, T, D)`` -> weights ``(B, T, 2)`` (High-Res, Low-Res)."""
+        if not self.learned:
+            return c.new_ones(*c.shape[:-1], 2)
+        return 2 * self.linear(F.silu(c)).softmax(dim=-1)
+
+
+def check_msc(frame_tokens, num_heads, high_heads, window, p_frames, pools, i_stride, i_frames):
+    """Refuse MSC settings that cannot work, one line each."""
+    h, w = frame_tokens
+    if not 1 <= high_heads < num_heads:
+        raise GriditError(f"high_heads must leave both branches a head: 1..{num_heads - 1} of {num_heads}, got {high_heads}")
+    if window < 1 or window % 2 == 0:
+        raise GriditError(f"the High-Res window w must be an odd number of tokens >= 1, got {window}")
+    if p_frames < 0:
+        raise GriditError(f"p_frames v (previous frames of the High-Res branch) must be >= 0, got {p_frames}")
+    if i_stride < 1:
+        raise GriditError(f"the I-frame stride d must be >= 1, got {i_stride}")
+    if i_frames < 0:
+        raise GriditError(f"i_frames (strided past frames of the Low-Res branch) must be >= 0, got {i_frames}")
+    for r in pools:
+        if r < 1 or h % r or w % r:
+            raise GriditError(f"the pooling factor r = {r} does not divide the frame's {h}x{w} token grid")
