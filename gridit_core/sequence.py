@@ -30,18 +30,25 @@ from gridit_core.grid import GridLayout, frames_to_grid, grid_to_frames
 from gridit_core.latent import pixel_codec
 from gridit_core.util.io import FrameWriter, prepare_output_dir
 
+CAUSAL_SCHEDULES = ("autoregressive", "pyramid", "full")
+
 
 @dataclass
 class SampleConfig:
-    """How a grid model samples a sequence; a checkpoint saves the settings it was validated with (``gridit sample``'s
-    defaults for it), and ``generate_frames`` takes these fields as keywords."""
+    """How a model samples a sequence; a checkpoint saves the settings it was validated with (``gridit sample``'s
+    defaults for it). ``kwargs(arch)`` gives the fields an architecture uses (``FIELDS``), as keywords of
+    ``generate_frames`` (grid) or ``rollout.generate_rollout`` (tensor, msc)."""
 
     sampler: str = "ddim"  # ddpm (ancestral) or ddim
-    steps: int = 50  # denoising steps per grid
+    steps: int = 50  # denoising steps per grid, window or frame
     eta: float = 0.0  # DDIM eta (0: deterministic)
     resample: int = 1  # RePaint: each step done this many times with the known cells re-imposed (1: replace once)
-    overlap: int | None = None  # conditioning frames per continuation grid; None: all but the last row (official)
-    interpolate: bool = False  # keyframes, then in-betweening grids (see the module docstring)
+    overlap: int | None = None  # known frames per continuation grid / window; None: all but the last row (grid), T/2
+    interpolate: bool = False  # grid: keyframes, then in-betweening grids (see the module docstring)
+    schedule: str = "autoregressive"  # msc: Diffusion Forcing's scheduling: autoregressive, pyramid or full
+    chunk: int = 1  # msc: frames that start together (one chunk is denoised at a time when autoregressive)
+    context: int | None = None  # msc: past frames kept in the cache; None: all the model can see (its span)
+    context_noise: float = 0.0  # msc: context frames are re-noised to this fraction of the process (stabilisation)
 
     def __post_init__(self):
         if self.sampler not in STEPPER_KINDS:
@@ -52,8 +59,16 @@ class SampleConfig:
                 raise GriditError(f"{name} must be an integer >= {low}, got {value!r}")
         if not 0 <= self.eta <= 1:
             raise GriditError(f"eta must lie in [0, 1], got {self.eta}")
-        if self.overlap is not None and (isinstance(self.overlap, bool) or not isinstance(self.overlap, int) or self.overlap < 0):
-            raise GriditError(f"overlap must be None or an integer >= 0, got {self.overlap!r}")
+        for name in ("overlap", "context"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise GriditError(f"{name} must be None or an integer >= 0, got {value!r}")
+        if self.schedule not in CAUSAL_SCHEDULES:
+            raise GriditError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(CAUSAL_SCHEDULES)}")
+        if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
+            raise GriditError(f"chunk must be an integer >= 1, got {self.chunk!r}")
+        if not 0 <= self.context_noise < 1:
+            raise GriditError(f"context_noise must lie in [0, 1), got {self.context_noise}")
 
     @classmethod
     def from_dict(cls, d, what="sample config"):
@@ -65,9 +80,16 @@ class SampleConfig:
             raise GriditError(f"{what}: unknown settings {unknown}; known: {', '.join(f.name for f in fields(cls))}")
         return cls(**d)
 
-    def kwargs(self):
-        """The fields as ``generate_frames`` keywords."""
-        return asdict(self)
+    def kwargs(self, arch="grid"):
+        """The fields ``arch`` uses, as keywords of its sampling function."""
+        return {k: v for k, v in asdict(self).items() if k in FIELDS[arch]}
+
+
+FIELDS = {  # the SampleConfig fields each architecture's sampling uses
+    "grid": ("sampler", "steps", "eta", "resample", "overlap", "interpolate"),
+    "tensor": ("sampler", "steps", "eta", "resample", "overlap"),
+    "msc": ("sampler", "steps", "eta", "schedule", "chunk", "context", "context_noise"),
+}
 
 
 @dataclass(frozen=True)
@@ -121,31 +143,45 @@ def default_overlap(rows, cols):
     return rows * cols - cols
 
 
-def generate_frames(
-    model, diffusion, n_frames, *, rows, cols, overlap=None, interpolate=False, n_sequences=1, sampler="ddim", steps=50,
-    eta=0.0, resample=1, seed=0, device="cpu", progress=True, callback=None, codec=None,
-):  # fmt: skip
+def generate_frames(model, diffusion, n_frames, *, rows=None, cols=None, n_sequences=1, seed=0, device="cpu",
+                    progress=True, callback=None, codec=None, **settings):  # fmt: skip
     """An iterator of frames ``(n_sequences, C, H, W)``, one time step at a time, exactly ``n_frames`` of them.
 
-    A latent-space model needs its ``codec`` (``training.load_codec``; None means pixel space): grids are sampled in
-    its latents, each frame is decoded to RGB pixels as it comes out (known frames pass between grids as latents,
-    never re-encoded), and the predicted x0 is clamped to the codec's ``x0_range`` (pixels: [-1, 1]; latents: not at
-    all). Every setting is checked here, before the first grid is sampled or anything is written.
+    ``settings`` are ``SampleConfig`` fields; a model uses those of ``FIELDS[model.arch]`` and refuses the others by
+    name. A grid model samples grid by grid (``rows x cols``, the module docstring); the sequence families (tensor,
+    msc) go to ``rollout.generate_rollout``. A latent-space model needs its ``codec`` (``training.load_codec``; None
+    means pixel space): grids are sampled in its latents, each frame is decoded to RGB pixels as it comes out (known
+    frames pass between grids as latents, never re-encoded), and the predicted x0 is clamped to the codec's
+    ``x0_range`` (pixels: [-1, 1]; latents: not at all). Every setting is checked here, before the first grid is
+    sampled or anything is written.
     """
+    arch = getattr(model, "arch", "grid")
+    unused = sorted(set(settings) - set(FIELDS[arch]))
+    if unused:
+        users = {k: [a for a, f in FIELDS.items() if k in f] for k in unused}
+        who = "; ".join(f"{k} is for {' and '.join(users[k]) or 'no'} models" for k in unused)
+        raise GriditError(f"sampling settings a {arch} model does not use: {who}")
+    if arch != "grid":
+        from gridit_core.rollout import generate_rollout
+
+        return generate_rollout(model, diffusion, n_frames, n_sequences=n_sequences, seed=seed, device=device,
+                                progress=progress, callback=callback, codec=codec, **settings)  # fmt: skip
+    if rows is None or cols is None:
+        raise GriditError("a grid model samples grid by grid: pass rows and cols")
     codec = pixel_codec(codec)
     if codec.latent_channels != model.in_channels:
         raise GriditError(f"the model takes {model.in_channels}-channel latents, but the VAE makes {codec.latent_channels}")
-    settings = SampleConfig(sampler, steps, eta, resample, overlap, interpolate)  # checks every sampling setting
-    overlap = default_overlap(rows, cols) if overlap is None else overlap
-    plan = SequencePlan(n_frames, rows, cols, overlap, interpolate)
+    s = SampleConfig(**settings)  # checks every sampling setting
+    overlap = default_overlap(rows, cols) if s.overlap is None else s.overlap
+    plan = SequencePlan(n_frames, rows, cols, overlap, s.interpolate)
     gh, gw = model.config.image_size
     if gh % rows or gw % cols:
         raise GriditError(f"the model's {gh}x{gw} input does not split into a {rows}x{cols} grid")
-    Stepper(diffusion, sampler, steps, eta, clip_x0=codec.x0_range)  # refuses a step count the process lacks, now
+    Stepper(diffusion, s.sampler, s.steps, s.eta, clip_x0=codec.x0_range)  # refuses a step count the process lacks
     layout = GridLayout(rows, cols, gh // rows, gw // cols)
-    opts = dict(sampler=settings.sampler, steps=steps, resample=resample, device=device, clip_x0=codec.x0_range)
-    if sampler == "ddim":
-        opts["eta"] = eta
+    opts = dict(sampler=s.sampler, steps=s.steps, resample=s.resample, device=device, clip_x0=codec.x0_range)
+    if s.sampler == "ddim":
+        opts["eta"] = s.eta
     frames = _stream(model, diffusion, plan, layout, (n_sequences, model.in_channels, gh, gw), opts, seed, progress, callback)
     return (codec.decode(z) for z in frames)  # (n_sequences, 3, H*f, W*f) each
 
@@ -215,7 +251,8 @@ def _stream(model, diffusion, plan, layout, shape, opts, seed, progress, callbac
 SAMPLE_OUTPUTS = ["frames", "sequence.gif", "frames_lr", "sequence_lr.gif"]  # what a sampling run may leave in its folder
 
 
-def sample_sequence(model, diffusion, n_frames, *, rows, cols, out_dir=None, overwrite=False, fps=8, n_sequences=1, **kwargs):
+def sample_sequence(model, diffusion, n_frames, *, rows=None, cols=None, out_dir=None, overwrite=False, fps=8, n_sequences=1,
+                    **kwargs):  # fmt: skip
     """Sample ``n_sequences`` sequences of exactly ``n_frames`` frames.
 
     Without ``out_dir`` returns a tensor ``(n_sequences, n_frames, C, H, W)`` in [-1, 1]. With it, streams the

@@ -2,6 +2,7 @@
 otherwise; ``gridit demo -p`` checks the notebook's parameters before papermill starts."""
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def picked(kw):
 
 
 def test_sample_uses_the_checkpoints_saved_settings(ckpt, calls, tmp_path):
-    assert load_trained(ckpt)[2].sampling == {**SampleConfig().kwargs(), **SAVED}
+    assert load_trained(ckpt)[2].sampling == {**asdict(SampleConfig()), **SAVED}
     assert sample(ckpt, tmp_path / "a") == 0
     assert picked(calls[-1]) == {**SampleConfig().kwargs(), **SAVED}
 
@@ -70,7 +71,7 @@ def test_without_saved_settings_the_library_defaults_apply(tmp_path, calls):
 def test_export_can_set_the_sampling_settings(ckpt, tmp_path, calls):
     out = tmp_path / "m.safetensors"
     assert main(["export", "--ckpt", str(ckpt), "--out", str(out), "--sampling", '{"sampler": "ddim", "steps": 7}']) == 0
-    assert load_trained(out)[2].sampling == {**SampleConfig().kwargs(), "sampler": "ddim", "steps": 7}
+    assert load_trained(out)[2].sampling == {**asdict(SampleConfig()), "sampler": "ddim", "steps": 7}
     again = tmp_path / "n.safetensors"  # an export re-exported keeps what it had
     assert main(["export", "--ckpt", str(out), "--out", str(again)]) == 0
     assert load_trained(again)[2].sampling == load_trained(out)[2].sampling
@@ -91,7 +92,7 @@ def test_bad_sampling_settings_are_refused_before_training(tmp_path, capsys, fla
 
 def test_the_shipped_checkpoint_carries_the_recipe_it_was_validated_with():
     cfg = load_trained(ASSET)[2]
-    assert cfg.sampling == SampleConfig.from_dict(QUICKSTART_RECIPE.sampling).kwargs()
+    assert cfg.sampling == asdict(SampleConfig.from_dict(QUICKSTART_RECIPE.sampling))
     assert (cfg.sampling["sampler"], cfg.sampling["steps"], cfg.sampling["resample"]) == ("ddpm", 50, 5)
 
 

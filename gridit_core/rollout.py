@@ -1,0 +1,178 @@
+"""Sequences of any length from the sequence families: MSC's causal rollout and the tensor model's sliding windows.
+
+MSC follows Diffusion Forcing's scheduling matrices (Chen et al. 2024). With ``S`` denoising steps, frame ``f`` is
+at level ``clip(S - (m - start(f)), 0, S)`` at iteration ``m`` (``S``: pure noise, ``0``: done), where frames start
+in chunks of ``chunk``:
+
+- ``autoregressive``: ``start(f) = (f // chunk) * S``: one chunk is denoised at a time, all of it at one level, on
+  top of finished (clean) context;
+- ``pyramid``: ``start(f) = f // chunk``: each chunk starts one step after the one before, so later frames are
+  noisier (several chunks in flight);
+- ``full``: ``start(f) = 0``: every frame together (at most the training length).
+
+Each iteration runs the model on the frames in flight, each at its own level (``t`` of shape ``(B, F)``), and steps
+each frame to its next level. Finished frames enter a ``KVCache`` once (a pass at the context level writes their
+keys and values) and are streamed out; as attention never reaches further back than the model's ``span``, the
+cache holds ``span`` frames and memory stays flat, and the cached rollout equals the uncached one (``cache=False``
+recomputes all finished frames every iteration: the reference, for tests).
+
+The tensor model sees ``T`` frames at once: a first window of ``T`` frames, then windows whose first ``overlap``
+frames are the last ``overlap`` frames so far (RePaint known-region replacement on the frame axis), each adding
+``T - overlap``; positions are relative to the window, so any length works.
+"""
+
+import torch
+from tqdm.auto import tqdm
+
+from gridit_core.diffusion import Stepper, sample
+from gridit_core.errors import GriditError
+from gridit_core.latent import pixel_codec
+from gridit_core.sequence import SampleConfig
+from gridit_core.util.rng import randn
+
+
+def start_iterations(schedule, n_frames, chunk, steps):
+    """The iteration at which each frame starts denoising (a list of ``n_frames`` ints)."""
+    if schedule == "autoregressive":
+        return [(f // chunk) * steps for f in range(n_frames)]
+    if schedule == "pyramid":
+        return [f // chunk for f in range(n_frames)]
+    return [0] * n_frames
+
+
+def level_matrix(schedule, n_frames, chunk, steps):
+    """Diffusion Forcing's scheduling matrix ``(iterations + 1, n_frames)``: each frame's level before each iteration
+    (``steps``: pure noise, 0: clean) and after the last."""
+    start = torch.tensor(start_iterations(schedule, n_frames, chunk, steps))
+    m = torch.arange(int(start.max()) + steps + 1)[:, None]
+    return (steps - (m - start[None, :])).clamp(0, steps)
+
+
+def _check(model, settings, n_frames):
+    if n_frames < 1:
+        raise GriditError(f"the number of frames must be at least 1, got {n_frames}")
+    arch, cfg = model.arch, model.config
+    if arch == "msc":
+        if settings.schedule == "full" and n_frames > cfg.frames:
+            raise GriditError(f"the full schedule denoises all frames at once: at most the training length "
+                              f"{cfg.frames}, got {n_frames}; use autoregressive or pyramid")  # fmt: skip
+        if settings.context is not None and settings.context > model.span:
+            raise GriditError(f"context {settings.context} exceeds what the model can see ({model.span} frames)")
+    elif arch == "tensor":
+        overlap = settings.overlap if settings.overlap is not None else cfg.frames // 2
+        if not 0 <= overlap < cfg.frames:
+            raise GriditError(f"overlap must be in 0..{cfg.frames - 1} for a model of {cfg.frames} frames, got {overlap}")
+    else:
+        raise GriditError(f"rollout samples sequence models (tensor, msc), not {arch!r}")
+
+
+def generate_rollout(model, diffusion, n_frames, *, n_sequences=1, seed=0, device="cpu", progress=True,
+                     callback=None, codec=None, cache=True, **settings):  # fmt: skip
+    """An iterator of frames ``(n_sequences, C, H, W)``, exactly ``n_frames`` of them, from a tensor or MSC model.
+
+    ``settings`` are ``SampleConfig`` fields (``SampleConfig.kwargs(model.arch)``); every one is checked before the
+    first frame is sampled. ``codec`` as for ``sequence.generate_frames``; ``cache=False`` (MSC) recomputes the
+    finished frames at every iteration instead of caching them (the exact reference the cache must match).
+    """
+    codec = pixel_codec(codec)
+    if codec.latent_channels != model.in_channels:
+        raise GriditError(f"the model takes {model.in_channels}-channel latents, but the VAE makes {codec.latent_channels}")
+    s = SampleConfig(**settings)
+    _check(model, s, n_frames)
+    Stepper(diffusion, s.sampler, s.steps, s.eta)  # refuses a step count the process lacks, now
+    shape = (n_sequences, model.in_channels, *model.config.frame_hw)
+    stream = (_msc_frames if model.arch == "msc" else _window_frames)(
+        model, diffusion, n_frames, s, shape, torch.device(device), seed, progress, callback, codec, cache
+    )
+    return (codec.decode(z) for z in stream)  # (n_sequences, 3, H*f, W*f) each
+
+
+@torch.no_grad()
+def _msc_frames(model, diffusion, n_frames, s, shape, device, seed, progress, callback, codec, use_cache):
+    generator = torch.Generator(device).manual_seed(seed)
+    stepper = Stepper(diffusion, s.sampler, s.steps, s.eta, generator, clip_x0=codec.x0_range)
+    ts = torch.tensor(stepper.timesteps + [0], device=device)  # the timestep of each level, index S - level
+    levels = level_matrix(s.schedule, n_frames, s.chunk, s.steps)  # (M+1, N)
+    context_t = round(s.context_noise * (diffusion.num_steps - 1))
+    cache = model.new_cache() if use_cache else None
+    if cache is not None and s.context is not None:
+        cache.span = s.context
+    b = shape[0]
+    x, history, done = {}, [], 0  # frames in flight by index; finished frames (uncached); frames streamed out
+    bar = tqdm(total=len(levels) - 1, desc="sampling", unit="step", disable=not progress)
+    try:
+        for m in range(len(levels) - 1):
+            now, nxt = levels[m], levels[m + 1]
+            active = [f for f in range(n_frames) if nxt[f] < now[f]]
+            for f in active:
+                if f not in x:
+                    x[f] = randn(shape, generator, device)  # (B, C, H, W) pure noise when the frame starts
+            a, z = active[0], torch.stack([x[f] for f in active], 1)  # (B, F, C, H, W)
+            t = ts[s.steps - now[active]].expand(b, -1)  # (B, F)
+            if cache is not None:
+                out = model(z, t, start=a, cache=cache)
+            else:
+                past = torch.stack([h for h, _ in history], 1) if history else z[:, :0]
+                tp = torch.full((b, len(history)), context_t, dtype=torch.long, device=device)
+                out = model(torch.cat([past, z], 1), torch.cat([tp, t], 1), start=0)[:, len(history) :]
+            z, x0 = stepper.step_with_x0(out, t, z)
+            for i, f in enumerate(active):
+                x[f] = z[:, i]
+            bar.update(1)
+            if callback is not None:
+                callback({"i": m, "steps": len(levels) - 1, "t": t, "x": z, "x0_pred": x0, "frames": (a, active[-1] + 1)})
+            finished = [f for f in active if nxt[f] == 0]
+            if finished:
+                clean = torch.stack([x.pop(f) for f in finished], 1)  # (B, K, C, H, W)
+                ctx = clean
+                if context_t > 0:  # Diffusion Forcing's stabilisation: context seen slightly noisy
+                    ctx = diffusion.q_sample(clean, torch.full((b,), context_t, device=device), randn(clean.shape, generator, device))
+                if cache is not None:
+                    model(ctx, torch.full(ctx.shape[:2], context_t, dtype=torch.long, device=device),
+                          start=finished[0], cache=cache, write=True)  # fmt: skip
+                else:
+                    history += [(ctx[:, i], f) for i, f in enumerate(finished)]
+                for i in range(len(finished)):
+                    yield clean[:, i]
+                    done += 1
+    finally:
+        bar.close()
+    if done != n_frames:  # pragma: no cover - the schedule finishes every frame by construction
+        raise GriditError(f"the rollout finished {done} of {n_frames} frames")
+
+
+def _window_frames(model, diffusion, n_frames, s, shape, device, seed, progress, callback, codec, _cache):
+    generator = torch.Generator(device).manual_seed(seed)
+    t_len = model.config.frames
+    overlap = s.overlap if s.overlap is not None else t_len // 2
+    windows = 1 + max(0, -(-(n_frames - t_len) // (t_len - overlap)))
+    window_shape = (shape[0], t_len, *shape[1:])
+    opts = dict(sampler=s.sampler, steps=s.steps, resample=s.resample, device=device, clip_x0=codec.x0_range)
+    if s.sampler == "ddim":
+        opts["eta"] = s.eta
+    mask = torch.zeros(1, t_len, 1, 1, 1, dtype=torch.bool, device=device)
+    mask[:, :overlap] = True
+    bar = tqdm(total=windows * s.steps, desc="sampling", unit="step", disable=not progress)
+    done, window = 0, None
+    try:
+        for w in range(windows):
+            known = None
+            if window is not None:
+                known = torch.zeros(window_shape, device=device)
+                known[:, :overlap] = window[:, t_len - overlap :]
+
+            def on_step(info, w=w):
+                bar.update(1)
+                if callback is not None:
+                    callback({**info, "window": w, "windows": windows})
+
+            with torch.no_grad():
+                window = sample(diffusion, model, window_shape, known=known, known_mask=mask if known is not None else None,
+                                generator=generator, callback=on_step, **opts)  # fmt: skip
+            for f in range(0 if w == 0 else overlap, t_len):
+                if done == n_frames:
+                    return
+                yield window[:, f]
+                done += 1
+    finally:
+        bar.close()

@@ -1,0 +1,101 @@
+"""Sequences from the sequence families: Diffusion Forcing schedules, MSC's cached rollout against the uncached one,
+and the tensor model's sliding windows."""
+
+import pytest
+import torch
+
+from gridit_core.diffusion import Diffusion, DiffusionConfig
+from gridit_core.errors import GriditError
+from gridit_core.models import build_model
+from gridit_core.rollout import level_matrix
+from gridit_core.sequence import generate_frames, sample_sequence
+
+pytestmark = pytest.mark.unit
+
+TINY = dict(frame_size=8, frames=6, in_channels=3, depth=2, hidden_size=32, num_heads=4, patch_size=4)
+
+
+def model(arch="msc", **kw):
+    torch.manual_seed(0)
+    m = build_model("DiT-N/4", arch=arch, **{**TINY, **kw}).eval()
+    g = torch.Generator().manual_seed(1)
+    for p in m.parameters():
+        p.data.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return m
+
+
+@pytest.fixture(scope="module")
+def diffusion():
+    return Diffusion(DiffusionConfig(num_steps=100, schedule="cosine", prediction="v"))
+
+
+def test_level_matrices():
+    ar = level_matrix("autoregressive", 4, 2, 3)
+    assert ar.tolist() == [[3, 3, 3, 3], [2, 2, 3, 3], [1, 1, 3, 3], [0, 0, 3, 3], [0, 0, 2, 2], [0, 0, 1, 1], [0, 0, 0, 0]]
+    pyramid = level_matrix("pyramid", 3, 1, 2)
+    assert pyramid.tolist() == [[2, 2, 2], [1, 2, 2], [0, 1, 2], [0, 0, 1], [0, 0, 0]]
+    assert level_matrix("full", 3, 1, 2).tolist() == [[2, 2, 2], [1, 1, 1], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("settings", [
+    dict(schedule="autoregressive", chunk=1, sampler="ddim"),
+    dict(schedule="autoregressive", chunk=3, sampler="ddpm"),
+    dict(schedule="pyramid", chunk=2, sampler="ddim", eta=1.0),
+    dict(schedule="autoregressive", chunk=2, sampler="ddpm", context_noise=0.1),
+])  # fmt: skip
+def test_cached_rollout_equals_the_uncached_one(diffusion, settings):
+    m = model("msc", light_cone=True, pool=[1, 2])
+    n = 11  # longer than the model's span of 4 frames: the cache evicts
+    kw = dict(n_sequences=2, seed=5, steps=3, progress=False, **settings)
+    cached = torch.stack(list(generate_frames(m, diffusion, n, **kw)), 1)
+    from gridit_core.rollout import generate_rollout
+
+    uncached = torch.stack(list(generate_rollout(m, diffusion, n, cache=False, **kw)), 1)
+    assert cached.shape == (2, n, 3, 8, 8)
+    assert torch.allclose(cached, uncached, atol=1e-5, rtol=0)
+    again = torch.stack(list(generate_frames(m, diffusion, n, **kw)), 1)
+    assert torch.equal(cached, again)  # same seed, same frames
+    other = torch.stack(list(generate_frames(m, diffusion, n, **{**kw, "seed": 6})), 1)
+    assert not torch.equal(cached, other)
+
+
+def test_three_hundred_frames_from_a_model_of_six(diffusion):
+    m = model("msc")
+    frames = sample_sequence(m, diffusion, 300, steps=2, progress=False)
+    assert frames.shape == (1, 300, 3, 8, 8) and torch.isfinite(frames).all()
+    assert frames[0, 290:].std() > 0  # still generating, not collapsed to a constant
+
+
+def test_full_schedule_is_bounded_by_the_training_length(diffusion):
+    m = model("msc")
+    assert sample_sequence(m, diffusion, 6, steps=2, schedule="full", progress=False).shape == (1, 6, 3, 8, 8)
+    with pytest.raises(GriditError, match="the full schedule denoises all frames at once: at most the training length 6"):
+        sample_sequence(m, diffusion, 7, steps=2, schedule="full", progress=False)
+    with pytest.raises(GriditError, match="context 9 exceeds what the model can see \\(4 frames\\)"):
+        sample_sequence(m, diffusion, 7, steps=2, context=9, progress=False)
+
+
+def test_tensor_windows_carry_their_known_frames(diffusion):
+    m = model("tensor")
+    finals = {}
+
+    def keep(info):
+        if info["i"] == info["steps"] - 1:
+            finals[info["window"]] = info["x"].clone()
+
+    frames = torch.stack(list(generate_frames(m, diffusion, 13, steps=3, overlap=2, seed=1, progress=False,
+                                              callback=keep)), 1)  # fmt: skip
+    assert frames.shape == (1, 13, 3, 8, 8)
+    assert sorted(finals) == [0, 1, 2]  # 6 frames, then 4 new per window: 6 + 4 + 4 >= 13
+    for w in (1, 2):
+        assert torch.equal(finals[w][:, :2], finals[w - 1][:, 4:])  # each window starts from the last one's end
+    assert torch.equal(frames[:, 6:10], finals[1][:, 2:].clamp(-1, 1))
+
+
+def test_settings_of_another_family_are_refused(diffusion):
+    with pytest.raises(GriditError, match="sampling settings a tensor model does not use: schedule is for msc models"):
+        sample_sequence(model("tensor"), diffusion, 4, schedule="pyramid", progress=False)
+    with pytest.raises(GriditError, match="sampling settings a msc model does not use: interpolate is for grid models"):
+        sample_sequence(model("msc"), diffusion, 4, interpolate=True, progress=False)
+    with pytest.raises(GriditError, match=r"overlap must be in 0..5 for a model of 6 frames, got 6"):
+        sample_sequence(model("tensor"), diffusion, 4, overlap=6, progress=False)
