@@ -11,8 +11,11 @@ from gridit_core.errors import GriditError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO_ROOT / "notebooks" / "experiments" / "quickstart.ipynb"
-# DiTConfig fields the trainer sets from the grid and diffusion flags; --model-kwargs may set the others
-TRAINER_SET = {"input_size", "in_channels", "out_channels", "aug_cond", "rows", "cols", "pos_embed", "learn_sigma"}
+# model config fields the trainer sets from the grid, clip and diffusion flags; --model-kwargs may set the others
+TRAINER_SET = {"input_size", "in_channels", "out_channels", "aug_cond", "rows", "cols", "pos_embed", "learn_sigma",
+               "arch", "frame_size", "frames"}  # fmt: skip
+MSC_FLAGS = {"window": "--window", "p_frames": "--p-frames", "pool": "--pool", "i_stride": "--i-stride",
+             "i_frames": "--i-frames", "high_heads": "--high-heads", "gate": "--gate", "light_cone": "--light-cone"}
 
 
 def _device(name):
@@ -49,12 +52,13 @@ def _check_model(cfg, codec=None):
     """Build the model on the meta device (no memory, no weights) so a bad size fails before data or output is touched."""
     import torch
 
-    from gridit_core.models import DiTConfig
+    from gridit_core.models import ARCHITECTURES
     from gridit_core.training import build_model_and_diffusion
 
-    unknown = set(cfg.model_kwargs) - (set(DiTConfig.__dataclass_fields__) - TRAINER_SET)
+    settable = set(ARCHITECTURES[cfg.arch].config_class.__dataclass_fields__) - TRAINER_SET
+    unknown = set(cfg.model_kwargs) - settable
     if unknown:
-        allowed = sorted(set(DiTConfig.__dataclass_fields__) - TRAINER_SET)
+        allowed = sorted(settable)
         raise GriditError(f"--model-kwargs: unknown or trainer-set keys {sorted(unknown)}; allowed: {', '.join(allowed)}")
     try:
         with torch.device("meta"):
@@ -82,6 +86,20 @@ def _stage_args(a):
     return {"stage": 2, "rows": 1, "cols": 1, "residual": not a.no_residual, **{k: v for k, v in given.items() if v is not None}}
 
 
+def _arch_args(a):
+    """``TrainConfig`` fields from the architecture flags; a flag of another family is refused by name."""
+    sequence = {"--frames": a.frames, "--noise": a.noise}
+    msc = {flag: getattr(a, name) for name, flag in MSC_FLAGS.items()}
+    tensor = {"--attention": a.attention}
+    wrong = {"grid": {**sequence, **msc, **tensor}, "tensor": msc, "msc": tensor}[a.arch]
+    given = [flag for flag, value in wrong.items() if value is not None]
+    if given:
+        raise GriditError(f"options that a {a.arch} model does not take: {', '.join(given)}")
+    kwargs = {name: getattr(a, name) for name in [*MSC_FLAGS, "attention"] if getattr(a, name) is not None}
+    out = {"arch": a.arch, "model_kwargs": {**a.model_kwargs, **kwargs}}
+    return out | {k: v for k, v in (("frames", a.frames), ("noise", a.noise)) if v is not None}
+
+
 def cmd_train(a):
     from gridit_core.training import TrainConfig, Trainer, load_codec, training_data
 
@@ -90,10 +108,10 @@ def cmd_train(a):
     diffusion = {"schedule": a.schedule, "prediction": a.prediction, "learn_sigma": a.learn_sigma,
                  "loss_weighting": a.loss_weighting}
     cfg = TrainConfig(
-        data=a.data, model=a.model, **_stage_args(a), frame_size=a.frame_size, stride=a.stride,
+        data=a.data, model=a.model, **_stage_args(a), **_arch_args(a), frame_size=a.frame_size, stride=a.stride,
         resize=a.resize, pos_embed=a.pos_embed, steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
         lr=a.lr, warmup=a.warmup, ema_decay=a.ema_decay, precision=a.precision, diffusion=diffusion,
-        model_kwargs=a.model_kwargs, n_sequences=a.n_sequences, builtin=a.builtin, init=a.init or "", seed=a.seed,
+        n_sequences=a.n_sequences, builtin=a.builtin, init=a.init or "", seed=a.seed,
         ckpt_every=a.ckpt_every, device=a.device, vae=a.vae or "", vae_scale=a.vae_scale, sampling=a.sampling or {},
     )
     device = _device(cfg.device)
@@ -106,13 +124,19 @@ def cmd_train(a):
     print(f"step {trainer.step}: {loss}checkpoint in {Path(a.out) / 'checkpoints'}")
 
 
-def sample_settings(a, saved):
-    """The stage-1 sampling settings: each flag given, else the checkpoint's saved one, else ``SampleConfig``'s."""
-    from gridit_core.sequence import SampleConfig
+def sample_settings(a, saved, arch="grid"):
+    """The stage-1 sampling settings: each flag given, else the checkpoint's saved one, else ``SampleConfig``'s; a
+    flag that ``arch`` does not use is refused by name."""
+    from gridit_core.sequence import FIELDS, SampleConfig
 
     flags = {"sampler": a.sampler, "steps": a.steps, "eta": a.eta, "resample": a.resample, "overlap": a.overlap,
-             "interpolate": a.interpolate}
-    return SampleConfig.from_dict({**saved, **{k: v for k, v in flags.items() if v is not None}})
+             "interpolate": a.interpolate, "schedule": a.schedule, "chunk": a.chunk, "context": a.context,
+             "context_noise": a.context_noise}  # fmt: skip
+    given = {k: v for k, v in flags.items() if v is not None}
+    wrong = [f"--{k.replace('_', '-')}" for k in given if k not in FIELDS[arch]]
+    if wrong:
+        raise GriditError(f"sampling options that a {arch} model does not use: {', '.join(wrong)}")
+    return SampleConfig.from_dict({**saved, **given})
 
 
 def cmd_sample(a):
@@ -131,8 +155,8 @@ def cmd_sample(a):
         raise GriditError(f"--vae {a.vae}: neither stage was trained in a VAE's latents")
     vae = {"vae": a.vae, "device": device}
     codec = load_codec(cfg, model, **vae)
-    settings = sample_settings(a, cfg.sampling)
-    stage1 = dict(**settings.kwargs(), seed=a.seed, device=model.pos_embed.device, fps=a.fps, progress=_progress(),
+    settings = sample_settings(a, cfg.sampling, cfg.arch)
+    stage1 = dict(**settings.kwargs(cfg.arch), seed=a.seed, device=model.pos_embed.device, fps=a.fps, progress=_progress(),
                   codec=codec)
     out = Path(a.out)
     if a.sr_ckpt is None:

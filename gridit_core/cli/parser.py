@@ -48,6 +48,16 @@ def _unit_interval(text):
     return value
 
 
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or a comma-separated list of them, got {text}") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return values[0] if len(values) == 1 else values
+
+
 def _json_object(text):
     try:
         value = json.loads(text)
@@ -71,11 +81,12 @@ def build_parser():
     """The parser of every ``gridit`` command; each sub-command stores its name in ``command``."""
     from gridit_core.diffusion import STEPPER_KINDS
     from gridit_core.diffusion.process import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULES, DiffusionConfig
-    from gridit_core.models import DiT_models
+    from gridit_core.models import ARCHITECTURES, DiT_models
     from gridit_core.models.positions import POS_EMBEDS
-    from gridit_core.sequence import SampleConfig
+    from gridit_core.models.video import ATTENTIONS, GATES, VideoDiTConfig
+    from gridit_core.sequence import CAUSAL_SCHEDULES, SampleConfig
     from gridit_core.superres import MAX_AUG, SAMPLE_AUG, SCALES
-    from gridit_core.training.config import TrainConfig
+    from gridit_core.training.config import NOISE_MODES, TrainConfig
     from gridit_core.util.device import PRECISIONS
 
     train, dif, smp = TrainConfig(), DiffusionConfig(), SampleConfig()
@@ -99,6 +110,31 @@ def build_parser():
     p.add_argument("--data", required=True, help="dataset folder, organised grid folder, or builtin:bouncing / builtin:digits")
     p.add_argument("--model", default=train.model, choices=sorted(DiT_models), metavar="NAME",
                    help=f"model name: {', '.join(DiT_models)}")
+    p.add_argument("--arch", choices=list(ARCHITECTURES), default=train.arch,
+                   help="grid: GriDiT's 2D DiT on grid images (default); tensor: a DiT over the sequence as one tensor "
+                        "(the baseline GriDiT argues against); msc: multi-scale spatio-temporal causal attention")
+    p.add_argument("--frames", type=_positive(int), default=None,
+                   help=f"tensor, msc: clip length T the model trains on (default {train.frames})")
+    p.add_argument("--noise", choices=NOISE_MODES, default=None,
+                   help="tensor, msc: one noise level per frame (Diffusion Forcing) or one per clip "
+                        "(default: per-frame for msc, shared for tensor)")
+    p.add_argument("--attention", choices=ATTENTIONS["tensor"], default=None,
+                   help="tensor: full attention over all tokens (default) or factorized space-then-time (Latte)")
+    msc = VideoDiTConfig(arch="msc", depth=1, num_heads=2, hidden_size=8, frame_size=8, pool=1)  # defaults only
+    p.add_argument("--window", type=_positive(int), default=None, help=f"msc: High-Res spatial window w in tokens, odd (default {msc.window})")
+    p.add_argument("--p-frames", type=_at_least_zero(int), default=None,
+                   help=f"msc: previous frames v the High-Res branch sees (default {msc.p_frames})")
+    p.add_argument("--pool", type=_int_list, default=None, metavar="R[,R...]",
+                   help="msc: Low-Res pooling factor r, or one per block (e.g. 1,2,2,4) (default 2)")
+    p.add_argument("--i-stride", type=_positive(int), default=None, help=f"msc: I-frame stride d (default {msc.i_stride})")
+    p.add_argument("--i-frames", type=_at_least_zero(int), default=None,
+                   help=f"msc: strided past frames t-d, ..., t-n*d the Low-Res branch sees (default {msc.i_frames})")
+    p.add_argument("--high-heads", type=_positive(int), default=None,
+                   help="msc: heads of the High-Res branch; the rest go to Low-Res (default half)")
+    p.add_argument("--gate", choices=GATES, default=None,
+                   help="msc: branch weights from each frame's noise level (learned, default) or fixed equal")
+    p.add_argument("--light-cone", action="store_true", default=None,
+                   help="msc: the High-Res window grows a token a side per frame of distance")
     p.add_argument("--stage", type=int, choices=[1, 2], default=1,
                    help="1: grids of frames (default); 2: super-resolution of single frames, --frame-size being the "
                         "high-resolution side and --rows/--cols 1 or left out")
@@ -164,6 +200,14 @@ def build_parser():
                    help=f"keyframes, then an in-betweening pass between keyframe rows ({saved} off)")
     p.add_argument("--resample", type=_positive(int), default=None,
                    help=f"RePaint resampling per step, 1 = replace once ({saved} {smp.resample})")
+    p.add_argument("--schedule", choices=CAUSAL_SCHEDULES, default=None,
+                   help=f"msc: Diffusion Forcing scheduling: one chunk at a time, a pyramid of noise levels, or all "
+                        f"frames together ({saved} {smp.schedule})")
+    p.add_argument("--chunk", type=_positive(int), default=None, help=f"msc: frames that start together ({saved} {smp.chunk})")
+    p.add_argument("--context", type=_at_least_zero(int), default=None,
+                   help=f"msc: past frames kept in the cache ({saved} all the model can see)")
+    p.add_argument("--context-noise", type=_unit_interval, default=None,
+                   help=f"msc: re-noise context frames to this fraction of the process ({saved} {smp.context_noise})")
     p.add_argument("--fps", type=_positive(int), default=8)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace frames/ and sequence.gif already in --out")

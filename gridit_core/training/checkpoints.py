@@ -33,10 +33,15 @@ def build_model_and_diffusion(cfg: TrainConfig, codec=None):
                 cfg.model, cfg.frame_size, cfg.scale, channels=channels, factor=factor,
                 learn_sigma=diffusion.config.learn_sigma, pos_embed=cfg.pos_embed, **cfg.model_kwargs,
             )  # fmt: skip
-        else:
+        elif cfg.arch == "grid":
             model = build_model(
                 cfg.model, input_size=(cfg.rows * side, cfg.cols * side), in_channels=channels, rows=cfg.rows,
                 cols=cfg.cols, pos_embed=cfg.pos_embed, learn_sigma=diffusion.config.learn_sigma, **cfg.model_kwargs,
+            )  # fmt: skip
+        else:
+            model = build_model(
+                cfg.model, arch=cfg.arch, frame_size=side, frames=cfg.frames, in_channels=channels,
+                learn_sigma=diffusion.config.learn_sigma, **cfg.model_kwargs,
             )  # fmt: skip
     except GriditError as e:
         if factor == 1:
@@ -63,7 +68,7 @@ def load_codec(cfg: TrainConfig, model=None, *, vae=None, device="cpu"):
     if model is not None:
         mc = model.config
         channels = mc.in_channels // 2 if cfg.stage == 2 else mc.in_channels
-        side = mc.image_size[0] if cfg.stage == 2 else mc.frame_size[0]
+        side = mc.image_size[0] if cfg.stage == 2 else (mc.frame_hw if cfg.arch != "grid" else mc.frame_size)[0]
         if (codec.latent_channels, side * codec.downsample_factor) != (channels, cfg.frame_size):
             raise GriditError(
                 f"the VAE {path} has {codec.latent_channels} latent channels at 1/{codec.downsample_factor} size, but "

@@ -21,12 +21,11 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from gridit_core.data.builtin import BouncingConfig
-from gridit_core.data.datasets import open_dataset
+from gridit_core.data.datasets import open_clips, open_dataset
 from gridit_core.data.degrade import DegradeConfig
 from gridit_core.data.organise import GridFolder, is_grid_folder
 from gridit_core.errors import GriditError
 from gridit_core.latent import encode_grid
-from gridit_core.models import DiTConfig
 from gridit_core.models.weights import load_checkpoint
 from gridit_core.superres import sr_training_losses
 from gridit_core.training.checkpoints import build_model_and_diffusion, load_codec
@@ -36,14 +35,23 @@ from gridit_core.util.io import load_file, save_atomic
 
 
 def training_data(cfg: TrainConfig):
-    """The grids a config trains on: an organised grid folder, or grids cut from sequences on the fly (1x1: stage 2)."""
+    """What a config trains on: grids from an organised grid folder or cut from sequences on the fly (1x1: stage 2),
+    or, for the sequence families, clips of ``cfg.frames`` frames."""
     if is_grid_folder(cfg.data):
+        if cfg.arch != "grid":
+            raise GriditError(f"{cfg.data} holds grid images; a {cfg.arch} model trains on sequences of frames")
         return GridFolder(cfg.data, cfg.rows, cfg.cols, cfg.frame_size)
     bouncing = BouncingConfig.for_frame_size(cfg.frame_size, **cfg.builtin) if cfg.builtin else None
-    return open_dataset(
-        cfg.data, cfg.rows, cfg.cols, cfg.frame_size, stride=cfg.stride, resize=cfg.resize,
-        split="train", seed=cfg.seed, n_sequences=cfg.n_sequences, bouncing=bouncing,
-    )
+    common = dict(stride=cfg.stride, resize=cfg.resize, split="train", seed=cfg.seed, n_sequences=cfg.n_sequences,
+                  bouncing=bouncing)  # fmt: skip
+    if cfg.arch == "grid":
+        return open_dataset(cfg.data, cfg.rows, cfg.cols, cfg.frame_size, **common)
+    clips = open_clips(cfg.data, cfg.frames, cfg.frame_size, **common)
+    shortest = min(clips.sequences, key=len)
+    if len(shortest) < clips.span:
+        raise GriditError(f"--frames {cfg.frames} (with stride {cfg.stride}: {clips.span} source frames) is longer than "
+                          f"the shortest training sequence, {shortest.name} ({len(shortest)} frames)")  # fmt: skip
+    return clips
 
 
 def lr_factor(step, warmup):
@@ -132,7 +140,10 @@ class Trainer:
                 self.diffusion, net, x, degrade, self.generator, cfg.max_aug, cfg.residual, self.codec
             )
         else:
-            self.loss_fn = lambda net, x: self.diffusion.training_losses(net, self._latents(x), generator=self.generator)
+            per_frame = cfg.noise == "per-frame"
+            self.loss_fn = lambda net, x: self.diffusion.training_losses(
+                net, self._latents(x), generator=self.generator, per_frame=per_frame
+            )
         if cfg.init:
             report = load_checkpoint(model, cfg.init)
             self.log_line(f"initialised from {cfg.init}: {report}")
@@ -155,10 +166,13 @@ class Trainer:
             self.metrics_path.unlink(missing_ok=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
-    def _latents(self, grids):
-        """Stage-1 grids ``(B, 3, GH, GW)`` as the model sees them: pixels, or each frame's latents tiled again."""
-        with torch.autocast(grids.device.type, enabled=False):
-            return encode_grid(self.codec, grids.float(), self.cfg.rows, self.cfg.cols)  # (B, C, GH/f, GW/f)
+    def _latents(self, x):
+        """Stage-1 grids ``(B, 3, GH, GW)`` or clips ``(B, T, 3, H, W)`` as the model sees them: pixels, or each
+        frame's latents (tiled again for grids)."""
+        with torch.autocast(x.device.type, enabled=False):
+            if x.ndim == 5:
+                return self.codec.encode_batched(x.float().flatten(0, 1), 64).unflatten(0, x.shape[:2])  # (B, T, C, h, w)
+            return encode_grid(self.codec, x.float(), self.cfg.rows, self.cfg.cols)  # (B, C, GH/f, GW/f)
 
     # ---- bookkeeping -------------------------------------------------------------------------
     def log_line(self, text):
@@ -184,8 +198,8 @@ class Trainer:
     def _restore(self, state):
         if state.get("kind") != CHECKPOINT_KINDS[self.cfg.stage]:
             raise GriditError(f"{self.ckpt_path} is not a stage-{self.cfg.stage} training checkpoint")
-        try:  # through DiTConfig, so that fields added since the run started take their defaults
-            saved = asdict(DiTConfig(**state["model_config"]))
+        try:  # through the config class, so that fields added since the run started take their defaults
+            saved = asdict(self.model.config_class(**state["model_config"]))
         except (TypeError, GriditError):
             saved = None
         if saved != asdict(self.model.config):
