@@ -36,3 +36,15 @@ def test_stage2_script_scores_clean_and_degraded_inputs(tmp_path):
     assert [(r["input"], r["noise_level"]) for r in rows] == [("clean", 0.0), ("clean", 0.1), ("degraded", 0.0),
                                                               ("degraded", 0.1)]  # fmt: skip
     assert all(r["n"] == 4 and r["psnr"] > r["psnr_bicubic"] for r in rows)
+
+
+def test_families_benchmark_reports_every_section(tmp_path):
+    out = tmp_path / "families.json"
+    report = script("families").main(["--quick", "--out", str(out)])
+    assert json.loads(out.read_text()) == report
+    assert {(r["arch"], r["frames"]) for r in report["by_length"]} == {("tensor", 4), ("msc", 4)}
+    assert set(report["autoregressive"]) == {"cached", "uncached"} and len(report["autoregressive"]["cached"]) == 3
+    assert [r["frames"] for r in report["paper_comparison"]] == [4]
+    assert [r["arch"] for r in report["peak_memory_mib"]] == ["grid", "tensor", "msc"]
+    assert all(r["2"] > 0 and r["4"] >= r["2"] for r in report["peak_memory_mib"])
+    assert out.with_suffix(".png").stat().st_size > 1000

@@ -1,0 +1,242 @@
+"""Cost of the three families: full attention (tensor) against MSC by sequence length, MSC's autoregressive cost per
+frame with and without its KV cache, the paper-level comparison (GriDiT's low-resolution grids then stage 2, against
+the tensor model and MSC at the final resolution), and peak memory sampling 1,000 frames against 64.
+
+    .venv/bin/python benchmarks/families.py            # about 15 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/families.py --quick    # tiny counts: a smoke test
+
+Writes ``reports/bench/families.json`` and ``reports/bench/families.png``. Models are randomly initialised (speed
+does not depend on the weights) and share width and depth (``DiT-N/4``: 4 blocks, width 128, 4 heads); every
+time is a median over repeats after a warm-up, and peak memory is a fresh process's maximum resident set.
+"""
+
+import argparse
+import datetime
+import io
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from gridit_core.diffusion import Diffusion, DiffusionConfig  # noqa: E402
+from gridit_core.models import build_model  # noqa: E402
+from gridit_core.sequence import generate_frames  # noqa: E402
+from gridit_core.superres import build_sr_model, upscale_frames  # noqa: E402
+from gridit_core.util.io import write_bytes_atomic, write_text_atomic  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = "DiT-N/4"
+MSC = dict(window=3, p_frames=1, pool=2, i_stride=2, i_frames=2)  # the defaults of `gridit train --arch msc`
+
+
+def video_model(arch, frame_size, frames, seed=0):
+    torch.manual_seed(seed)
+    kw = MSC if arch == "msc" else {}
+    return build_model(SIZE, arch=arch, frame_size=frame_size, frames=frames, in_channels=3, **kw).eval()
+
+
+def median_time(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def paper_flops(arch, tokens, hidden, cfg):
+    """The MSC paper's per-layer cost formulas (batch 1): full attention ``8sh^2 + 2s^2h``; High-Res
+    ``2sh^2 + s^2h / (2 w^2 v)``; Low-Res ``2sh^2 / r^2 + s^2h / (2 r^2 d)``."""
+    s, h = tokens, hidden
+    if arch == "tensor":
+        return 8 * s * h * h + 2 * s * s * h
+    w, v, r, d = cfg["window"], max(cfg["p_frames"], 1), cfg["pool"], cfg["i_stride"]
+    return 2 * s * h * h + s * s * h / (2 * w * w * v) + 2 * s * h * h / r**2 + s * s * h / (2 * r * r * d)
+
+
+def attention_flops(arch, frames, frame_tokens, hidden, cfg):
+    """Multiply-adds of this code's attention scores and weighted sums per layer (QK^T and AV), batch 1."""
+    n = frames * frame_tokens
+    if arch == "tensor":
+        return 2 * n * n * hidden
+    keys_hi = (cfg["p_frames"] + 1) * cfg["window"] ** 2  # at most; fewer at the borders
+    pooled = frame_tokens // cfg["pool"] ** 2
+    keys_lo = (cfg["i_frames"] + 1) * pooled
+    return 2 * n * keys_hi * hidden / 2 + 2 * frames * pooled * keys_lo * hidden / 2  # half the heads each
+
+
+def by_length(lengths, repeats, frame_size=16):
+    """Forward and training-step time, and the FLOP counts, of both families at each clip length."""
+    rows = []
+    for t_len in lengths:
+        for arch in ("tensor", "msc"):
+            model = video_model(arch, frame_size, t_len)
+            x = torch.randn(1, t_len, 3, frame_size, frame_size)
+            t = torch.randint(0, 1000, (1, t_len))
+            with torch.no_grad():
+                fwd = median_time(lambda: model(x, t), repeats)
+            opt = torch.optim.SGD(model.parameters(), lr=0.0)
+
+            def step():
+                opt.zero_grad()
+                model(x, t).square().mean().backward()
+                opt.step()
+
+            train = median_time(step, max(1, repeats // 2))
+            tokens = t_len * (frame_size // 4) ** 2
+            rows.append({"arch": arch, "frames": t_len, "tokens": tokens, "forward_s": fwd, "train_step_s": train,
+                         "paper_flops_per_layer": paper_flops(arch, tokens, 128, MSC),
+                         "attention_flops_per_layer": attention_flops(arch, t_len, (frame_size // 4) ** 2, 128, MSC)})  # fmt: skip
+            print(f"  {arch:6s} T={t_len:4d}: forward {fwd * 1e3:8.1f} ms, train step {train * 1e3:8.1f} ms", flush=True)
+    return rows
+
+
+def autoregressive_cost(n_frames, steps, frame_size=16):
+    """Seconds per new frame against frames already made, MSC autoregressive (chunk 1), cached and uncached."""
+    model = video_model("msc", frame_size, 8)
+    diffusion = Diffusion(DiffusionConfig(num_steps=1000))
+    out = {}
+    for cache in (True, False):
+        stamps = [time.perf_counter()]
+        from gridit_core.rollout import generate_rollout
+
+        for _ in generate_rollout(model, diffusion, n_frames, steps=steps, progress=False, cache=cache):
+            stamps.append(time.perf_counter())
+        out["cached" if cache else "uncached"] = [b - a for a, b in zip(stamps, stamps[1:])]
+    return out
+
+
+def paper_comparison(lengths, steps, low=16, scale=4):
+    """Wall time to make N frames at ``low * scale`` px: GriDiT (2x2 grids of ``low`` px, then stage 2 per frame),
+    the tensor model and MSC at the final resolution; equal width, depth and steps."""
+    diffusion = Diffusion(DiffusionConfig(num_steps=1000))
+    torch.manual_seed(0)
+    grid = build_model(SIZE, input_size=2 * low, in_channels=3, rows=2, cols=2, learn_sigma=False).eval()
+    sr = build_sr_model(SIZE, low * scale, scale, patch_size=8).eval()
+    high = low * scale
+    rows = []
+    for n in lengths:
+        t0 = time.perf_counter()
+        frames = torch.cat(list(generate_frames(grid, diffusion, n, rows=2, cols=2, overlap=2, steps=steps,
+                                                progress=False)))  # (N, 3, low, low)  # fmt: skip
+        t1 = time.perf_counter()
+        upscale_frames(sr, diffusion, frames, scale=scale, steps=steps, batch_size=16)
+        t2 = time.perf_counter()
+        result = {"frames": n, "gridit_stage1_s": t1 - t0, "gridit_stage2_s": t2 - t1, "gridit_s": t2 - t0}
+        for arch in ("tensor", "msc"):
+            model = video_model(arch, high, 8)
+            t0 = time.perf_counter()
+            for _ in generate_frames(model, diffusion, n, steps=steps, progress=False):
+                pass
+            result[f"{arch}_s"] = time.perf_counter() - t0
+        result["tensor_over_gridit"] = result["tensor_s"] / result["gridit_s"]
+        result["msc_over_gridit"] = result["msc_s"] / result["gridit_s"]
+        rows.append(result)
+        print(f"  N={n}: GriDiT {result['gridit_s']:.1f} s, tensor {result['tensor_s']:.1f} s, "
+              f"MSC {result['msc_s']:.1f} s", flush=True)  # fmt: skip
+    return rows
+
+
+_MEMORY_CHILD = """
+import resource, sys, torch
+from gridit_core.diffusion import Diffusion, DiffusionConfig
+from gridit_core.models import build_model
+from gridit_core.sequence import generate_frames
+arch, lengths = sys.argv[1], [int(n) for n in sys.argv[2:]]
+torch.manual_seed(0)
+if arch == "grid":
+    model = build_model("DiT-N/4", input_size=32, in_channels=3, rows=2, cols=2, learn_sigma=False).eval()
+    kw = dict(rows=2, cols=2, overlap=2)
+else:
+    model = build_model("DiT-N/4", arch=arch, frame_size=16, frames=8, in_channels=3).eval()
+    kw = {}
+for n in lengths:  # shortest first: the high-water mark after each run is that run's peak
+    for _ in generate_frames(model, Diffusion(DiffusionConfig(num_steps=1000)), n, steps=2, progress=False, **kw):
+        pass
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_memory(lengths):
+    """Peak resident memory (MiB) of a fresh process sampling N frames (streamed, not kept), per family."""
+    rows = []
+    for arch in ("grid", "tensor", "msc"):
+        done = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, arch, *map(str, lengths)], capture_output=True,
+                              text=True, check=True, cwd=REPO)  # fmt: skip
+        row = {"arch": arch, **{str(n): int(kib) / 1024 for n, kib in zip(lengths, done.stdout.split())}}
+        row["ratio"] = row[str(lengths[-1])] / row[str(lengths[0])]
+        rows.append(row)
+        print(f"  {arch:6s}: " + ", ".join(f"{n} frames {row[str(n)]:.0f} MiB" for n in lengths), flush=True)
+    return rows
+
+
+def figure(report):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    ax = axes[0]
+    for arch, style in (("tensor", "o-"), ("msc", "s-")):
+        rows = [r for r in report["by_length"] if r["arch"] == arch]
+        ax.loglog([r["frames"] for r in rows], [r["forward_s"] * 1e3 for r in rows], style, label=f"{arch} forward")
+        ax.loglog([r["frames"] for r in rows], [r["train_step_s"] * 1e3 for r in rows], style, alpha=0.4,
+                  label=f"{arch} train step")  # fmt: skip
+    ax.set(xlabel="frames T (16 tokens each)", ylabel="ms", title="Cost by sequence length")
+    ax.legend()
+    ax = axes[1]
+    for name, times in report["autoregressive"].items():
+        ax.plot(range(1, len(times) + 1), [s * 1e3 for s in times], label=name)
+    ax.set(xlabel="frame index", ylabel="ms per new frame", title="MSC autoregressive cost per frame")
+    ax.legend()
+    ax = axes[2]
+    comp = report["paper_comparison"]
+    xs = range(len(comp))
+    for k, (key, label) in enumerate((("gridit_s", "GriDiT (grids + stage 2)"), ("tensor_s", "tensor"), ("msc_s", "MSC"))):
+        ax.bar([x + 0.27 * (k - 1) for x in xs], [r[key] for r in comp], width=0.27, label=label)
+    ax.set_xticks(list(xs), [f"{r['frames']} frames" for r in comp])
+    ax.set(ylabel="seconds", title=f"Time to {report['paper_settings']['high']} px frames")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny counts: a smoke test")
+    p.add_argument("--out", default=str(REPO / "reports" / "bench" / "families.json"))
+    a = p.parse_args(argv)
+    q = a.quick
+    started = time.perf_counter()
+    print("cost by sequence length", flush=True)
+    report = {
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/families.py" + (" --quick" if q else ""),
+        "model": SIZE, "msc": MSC, "threads": torch.get_num_threads(),
+        "by_length": by_length([4] if q else [8, 16, 32, 64, 128, 256], 1 if q else 5),
+    }  # fmt: skip
+    print("autoregressive cost per frame", flush=True)
+    report["autoregressive"] = autoregressive_cost(3 if q else 64, 1 if q else 10)
+    print("paper-level comparison", flush=True)
+    low = 8 if q else 16
+    report["paper_settings"] = {"low": low, "high": 4 * low, "steps": 1 if q else 20, "grid": "2x2, overlap 2"}
+    report["paper_comparison"] = paper_comparison([4] if q else [64, 256], report["paper_settings"]["steps"], low=low)
+    print("peak memory", flush=True)
+    report["peak_memory_mib"] = peak_memory([2, 4] if q else [64, 1000])
+    report["duration_s"] = time.perf_counter() - started
+    out = Path(a.out)
+    write_text_atomic(json.dumps(report, indent=2) + "\n", out)
+    write_bytes_atomic(figure(report), out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')} in {report['duration_s']:.0f} s")
+    return report
+
+
+if __name__ == "__main__":
+    main()
