@@ -219,6 +219,21 @@ class MSCAttention(nn.Module):
         return out_hi, out_lo
 
 
+def reach(config, n_frames, frame, y, x, block=0):
+    """Which tokens a query at ``(frame, y, x)`` (token coordinates) sees in each branch of block ``block``:
+    ``{"high": (T, h, w), "low": (T, h, w)}`` booleans over ``n_frames`` frames (Low-Res: the pooled cells whose
+    tokens it averages), from the same rules as the dense reference."""
+    h, w = config.frame_tokens
+    r = config.pools[block]
+    fk = torch.arange(n_frames)[:, None, None]
+    yy, xx = torch.arange(h)[None, :, None], torch.arange(w)[None, None, :]
+    dt = frame - fk
+    radius = window_radius(config.window, dt.clamp(min=0), config.light_cone)
+    high = (dt >= 0) & (dt <= config.p_frames) & ((yy - y).abs() <= radius) & ((xx - x).abs() <= radius)
+    low = (dt >= 0) & (dt % config.i_stride == 0) & (dt // config.i_stride <= config.i_frames)
+    return {"high": high, "low": low.expand(n_frames, h, w).clone(), "pool": r}
+
+
 class BranchGate(nn.Module):
     """Per-frame weights of the two branches from that frame's noise-level embedding: ``2 * softmax(W c + b)``.
 

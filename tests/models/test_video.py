@@ -152,3 +152,18 @@ def test_inputs_are_checked():
         m(clips(), torch.zeros(2, 5, dtype=torch.long))
     with pytest.raises(GriditError, match="unknown architecture 'video'"):
         build_model("DiT-N/4", arch="video", **TINY)
+
+
+@pytest.mark.parametrize("light_cone", [False, True])
+def test_reach_maps_match_the_gathered_keys(light_cone):
+    from gridit_core.models.msc import _high_index, _low_index, reach
+
+    cfg = model("msc", p_frames=2, light_cone=light_cone, i_stride=2, i_frames=2).config
+    h, w = cfg.frame_tokens
+    index, valid = _high_index(0, 7, (h, w), cfg.window, cfg.p_frames, cfg.light_cone)
+    frames, ok = _low_index(0, 7, cfg.i_frames, cfg.i_stride)
+    for f, y, x in [(0, 0, 0), (3, 1, 2), (6, 3, 3)]:
+        seen = reach(cfg, 7, f, y, x)
+        gathered = set(index[f, y * w + x][valid[f, y * w + x]].tolist())
+        assert gathered == set(seen["high"].flatten().nonzero().flatten().tolist())
+        assert set(frames[f][ok[f]].tolist()) == set(seen["low"][:, 0, 0].nonzero().flatten().tolist())
