@@ -35,30 +35,32 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CKPT = REPO / "assets" / "demo_bouncing" / "model.safetensors"
 
 
-def settings_to_compare(saved):
-    """Named ``SampleConfig``s: the library defaults, the checkpoint's saved ones, and those without resampling."""
+def settings_to_compare(saved, arch="grid", extra=()):
+    """Named ``SampleConfig``s: the library defaults, the checkpoint's saved ones, those without resampling (grid,
+    tensor), and any ``extra`` settings dicts given on the command line."""
     saved = SampleConfig.from_dict(saved) if saved else SampleConfig()
-    return {
-        "library defaults": SampleConfig(),
-        "saved with the checkpoint": saved,
-        "saved, without resampling": dataclasses.replace(saved, resample=1),
-    }
+    out = {"library defaults": SampleConfig(), "saved with the checkpoint": saved}
+    if arch != "msc":
+        out["saved, without resampling"] = dataclasses.replace(saved, resample=1)
+    for d in extra:
+        out[json.dumps(d, sort_keys=True)] = SampleConfig.from_dict({**dataclasses.asdict(saved), **d})
+    return out
 
 
-def measure(ckpt, n_sequences, n_frames, seed, steps=None):
+def measure(ckpt, n_sequences, n_frames, seed, steps=None, extra=()):
     """``{name: {"settings", "coherence", "seconds_per_frame"}}`` plus the real-data baselines."""
     model, diffusion, cfg = load_trained(ckpt)
     real = real_sequences(cfg, n_sequences, n_frames)
     results = {}
-    for name, settings in settings_to_compare(cfg.sampling).items():
+    for name, settings in settings_to_compare(cfg.sampling, cfg.arch, extra).items():
         if steps is not None:
             settings = dataclasses.replace(settings, steps=steps)
         t0 = time.perf_counter()
         frames = sample_sequence(model, diffusion, n_frames, rows=cfg.rows, cols=cfg.cols, n_sequences=n_sequences,
-                                 seed=seed, progress=sys.stderr.isatty(), **settings.kwargs())  # fmt: skip
+                                 seed=seed, progress=sys.stderr.isatty(), **settings.kwargs(cfg.arch))  # fmt: skip
         seconds = time.perf_counter() - t0
         scores = score(tensor_to_uint8(frames), real)
-        results[name] = {"settings": settings.kwargs(), "coherence": scores["samples"],
+        results[name] = {"settings": settings.kwargs(cfg.arch), "coherence": scores["samples"],
                          "seconds_per_frame": seconds / (n_frames * n_sequences)}  # fmt: skip
         baselines = {k: scores[k] for k in ("real", "shuffled", "frozen")}
     return results, baselines
@@ -69,7 +71,7 @@ def figure(results, baselines):
     values = [r["coherence"]["score"] for r in results.values()] + [b["score"] for b in baselines.values()]
     fig, ax = plt.subplots(figsize=(8, 3.2))
     ax.bar(range(len(names)), values, color=["tab:blue"] * len(results) + ["tab:green", "tab:red", "tab:gray"])
-    ax.set_xticks(range(len(names)), names, rotation=15, ha="right")
+    ax.set_xticks(range(len(names)), [n if len(n) < 30 else n[:27] + "..." for n in names], rotation=15, ha="right")
     ax.set(ylim=(0, 1.15), ylabel="coherence score", title="Shipped checkpoint: coherence by sampling setting")
     for i, v in enumerate(values):
         ax.text(i, v + 0.02, f"{v:.2f}", ha="center")
@@ -90,6 +92,8 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="2 sequences x 8 frames, 5 steps: a smoke test")
+    p.add_argument("--also", type=json.loads, action="append", default=[], metavar="JSON",
+                   help='more settings to compare, over the saved ones, e.g. \'{"sampler": "ddim"}\' (repeatable)')
     p.add_argument("--out", default=str(REPO / "reports" / "bench" / "coherence.json"))
     p.add_argument("--replot", action="store_true", help="redraw the figure from the JSON already in --out")
     a = p.parse_args(argv)
@@ -101,10 +105,10 @@ def main(argv=None):
     torch.set_num_threads(max(1, torch.get_num_threads()))
     n_seq, n_frames, steps = (2, 8, 5) if a.quick else (a.sequences, a.frames, None)
     started = time.perf_counter()
-    results, baselines = measure(a.ckpt, n_seq, n_frames, a.seed, steps)
+    results, baselines = measure(a.ckpt, n_seq, n_frames, a.seed, steps, a.also)
     report = {
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/coherence.py" + (" --quick" if a.quick else ""),
+        "command": " ".join(["python", "benchmarks/coherence.py", *(argv if argv is not None else sys.argv[1:])]),
         "checkpoint": str(Path(a.ckpt).resolve().relative_to(REPO)) if Path(a.ckpt).resolve().is_relative_to(REPO) else a.ckpt,
         "sequences": n_seq, "frames": n_frames, "seed": a.seed, "quick": a.quick,
         "results": results, "baselines": baselines, "duration_s": time.perf_counter() - started,
@@ -113,7 +117,7 @@ def main(argv=None):
     save_png(figure(results, baselines), out.with_suffix(".png"))
     for name, r in results.items():
         s = r["settings"]
-        print(f"{name:28s} {s['sampler']} {s['steps']} steps, resample {s['resample']}, overlap {s['overlap']}: "
+        print(f"{name:28s} {json.dumps(s)}: "
               f"coherence {r['coherence']['score']:.3f} ({r['seconds_per_frame']:.3f} s/frame)")  # fmt: skip
     print("baselines: " + ", ".join(f"{k} {v['score']:.3f}" for k, v in baselines.items()))
     print(f"wrote {out} and {out.with_suffix('.png')}")
