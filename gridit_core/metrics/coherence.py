@@ -1,289 +1,305 @@
-"""Coherence of bouncing-ball sequences, measured from the frames alone (no ground truth needed).
+"""Coherence of bouncing-ball sequences: the generator's physics checked from the frames alone, and the balls held
+to what real sequences of the same source look like.
 
-Pipeline: find the balls in every frame (connected components of bright pixels of one colour), link them into
-tracks across frames, then ask of each track what the generator (``data.builtin.bouncing_shapes``) guarantees: constant
-velocity with elastic bounces off the walls, constant size and colour, and actual motion. Coordinates follow
-``gridit_core.data.builtin``: pixel ``(i, j)`` has its centre at ``(i + 0.5, j + 0.5)``.
+``BallReference`` is what real sequences look like to the detector (speeds, sizes, colours, ball count, background:
+``from_sequences(real)`` or ``from_config(BouncingConfig)``); ``coherence(frames, reference)`` scores one sequence
+(``CoherenceReport``: every component, its factor and the score); ``coherence_many`` scores a set and adds distances
+between the set's distributions and the reference's; ``with_baselines`` scores samples beside real, shuffled and
+frozen real sequences. Detection and tracking live in ``metrics.tracking``.
 """
 
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
+from tqdm.auto import tqdm
 
-from gridit_core.data.builtin import reflect_into
+from gridit_core.data.builtin import BouncingConfig, bouncing_shapes
 from gridit_core.errors import GriditError
-from gridit_core.util.image import tensor_to_uint8
+from gridit_core.metrics.distances import excess, ks_chance, ks_distance, support, tolerance, wasserstein_1d
+from gridit_core.metrics.tracking import (
+    as_frames, background_level, consecutive_runs, detect_blobs, hidden_frames, path_motion, track_blobs,
+)  # fmt: skip
 
-# Pixel offsets at which two components count as touching (so one may hide part of the other).
-_TOUCH = ((0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0))
+TOLERANCES = {  # component -> the value that halves the score (see ``coherence``)
+    "detection_rate": 0.05,  # missed: fraction of frames without the data's ball count
+    "motion_error_px": 1.0,  # mean error of the constant-velocity-with-bounces prediction
+    "max_error_px": 2.0,  # worst prediction error
+    "jump_rate": 1 / 64,  # predictions off by more than JUMP_PX, per judged frame
+    "reversal_rate": 1 / 64,  # mid-air reversals per judged frame
+    "stop_fraction": 0.1,  # steps under the data's stop speed
+    "speed_excess": 0.1,  # mean distance of the speed outside the data's range, over the data's median speed
+    "size_excess": 0.1,  # the same for the radius, over the data's median radius
+    "size_cv": 0.15,  # relative std of a ball's area along its track
+    "colour_excess": 20.0,  # mean RMS distance (0-255) to the nearest colour of the data, beyond the data's own
+    "colour_std": 20.0,  # std of a ball's core colour along its track, 0-255
+    "background_excess": 4.0,  # mean brightness (0-255) outside the balls, beyond the data's
+    "distribution": 0.25,  # sets: a KS distance of speed, size, colour or count beyond what chance gives
+}
+JUMP_PX = 1.5  # a prediction error this large is a jump
+HIDDEN_SHIFT = 1.5  # prediction errors where balls touch are judged after taking off this many radii
+COMPONENTS = [k for k in TOLERANCES if k != "distribution"]
+
+
+def _track(blobs, track, frame_hw, min_step):
+    """Motion, size and colour of one track of three blobs or more (see ``metrics.tracking.path_motion``)."""
+    when = blobs["t"][track]
+    p = np.stack([blobs["y"][track], blobs["x"][track]], 1)  # (L, 2)
+    area, colour, clear = blobs["area"][track], blobs["colour"][track], ~blobs["touching"][track]
+    radius = min(np.sqrt(np.median(area) / np.pi), (min(frame_hw) - 1) / 2)
+    lo, hi = radius, np.asarray(frame_hw, float) - radius  # where a ball of this radius bounces
+    runs = [(a, b) for a, b in consecutive_runs(when) if b - a >= 2]
+    steps = np.concatenate([np.diff(p[a:b], axis=0) for a, b in runs]) if runs else np.zeros((0, 2))
+    typical = np.median(np.abs(steps), axis=0) if len(steps) else np.zeros(2)  # per-axis speed
+    parts = {k: [] for k in ("speed", "speed_clear", "error", "reversal", "judged_clear")}
+    for a, b in runs:
+        c, motion = clear[a:b], path_motion(p[a:b], lo, hi, typical, min_step)
+        for k in ("speed", "error", "reversal"):
+            parts[k].append(motion[k])
+        parts["speed_clear"].append(c[:-1] & c[1:])
+        parts["judged_clear"].append(c[:-2] & c[1:-1] & c[2:])
+    out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+    # a partly hidden ball's centre is off by up to ~0.4 radius, and a prediction combines three centres
+    out["error"] = np.where(out["judged_clear"], out["error"], np.maximum(out["error"] - HIDDEN_SHIFT * radius, 0))
+    a, c = (area[clear], colour[clear]) if clear.sum() > 1 else (area, colour)
+    return out | {
+        "radius_obs": np.sqrt(area / np.pi), "colour_obs": colour, "obs_clear": clear, "size_cv": a.std() / a.mean(),
+        "colour_std": c.std(axis=0).mean(), "weight": clear.sum() + 1e-3, "median_radius": np.sqrt(np.median(a) / np.pi),
+        "median_colour": np.median(c, axis=0),
+        "median_speed": np.median(out["speed"]) if len(out["speed"]) else 0.0,
+    }  # fmt: skip
+
+
+def measure_balls(frames, *, min_step=0.25, threshold=40, min_area=3.0, colour_tol=0.2):
+    """What the detector and tracker see in one sequence (uint8 ``(T, H, W, 3)`` or float ``(T, 3, H, W)``): per
+    frame ``counts``, ``hidden`` (balls that may hide behind others) and ``background`` brightness, and per track of
+    three frames or more its motion, size and colour. The raw material of ``coherence`` and ``BallReference``."""
+    frames = as_frames(frames)
+    t_len, h, w = frames.shape[:3]
+    blobs = detect_blobs(frames, threshold, min_area, colour_tol)
+    tracks = track_blobs(blobs, t_len, (h, w))
+    return {
+        "frame_size": (h, w), "n_frames": t_len, "counts": np.bincount(blobs["t"], minlength=t_len),
+        "hidden": sum((hidden_frames(blobs, tr, t_len) for tr in tracks), blobs["fragments"]),
+        "background": background_level(frames, blobs),
+        "tracks": [_track(blobs, tr, (h, w), min_step) for tr in tracks if len(tr) >= 3],
+    }  # fmt: skip
+
+
+def _pooled(tracks, key, mask_key):
+    """``key`` over all tracks, only where ``mask_key`` holds (no ball touching another) unless that leaves nothing."""
+    values = np.concatenate([t[key] for t in tracks]) if tracks else np.zeros(0)
+    mask = np.concatenate([t[mask_key] for t in tracks]) if tracks else np.zeros(0, bool)
+    return values[mask] if mask.any() else values
+
+
+@dataclass
+class BallReference:
+    """The balls of real sequences as the detector sees them: the ranges and distributions samples are held to."""
+
+    frame_size: tuple
+    n_sequences: int
+    n_balls: int  # the most common count of balls per frame
+    speed_range: tuple  # px per frame (bounce-aware step speeds), see ``distances.support``
+    median_speed: float
+    stop_speed: float  # a quarter of the data's slowest steps: slower is a stop
+    radius_range: tuple  # px, radius sqrt(area / pi) of every clear observation
+    median_radius: float
+    colours: np.ndarray  # (K, 3) each real track's median core colour
+    colour_slack: float  # how far (RMS, 0-255) real observations lie from the nearest of those colours (99%)
+    background: float  # 99% of the real frames are darker than this outside the balls (0-255)
+    track_speed: np.ndarray  # (K,) per-track median speed, radius: the distributions of ``coherence_many``
+    track_radius: np.ndarray
+    counts: np.ndarray  # balls per frame, all frames
+
+    @classmethod
+    def from_sequences(cls, sequences):
+        """From real sequences, a list or an array ``(N, T, H, W, 3)`` (a few dozen make the ranges reliable)."""
+        measured = [measure_balls(s) for s in sequences]
+        if not measured:
+            raise GriditError("a ball reference needs at least one real sequence")
+        sizes = {m["frame_size"] for m in measured}
+        if len(sizes) > 1:
+            raise GriditError(f"the real sequences differ in frame size: {sorted(sizes)}")
+        tracks = [t for m in measured for t in m["tracks"]]
+        counts = np.concatenate([m["counts"] for m in measured])
+        if not tracks or not counts.any():
+            raise GriditError("no balls found in the real sequences: the coherence metric is for bouncing-ball data")
+        speed = _pooled(tracks, "speed", "speed_clear")
+        radius = _pooled(tracks, "radius_obs", "obs_clear")
+        colours = np.stack([t["median_colour"] for t in tracks])
+        gaps = _colour_gaps(_pooled(tracks, "colour_obs", "obs_clear"), colours)
+        return cls(
+            frame_size=sizes.pop(), n_sequences=len(measured), n_balls=int(np.bincount(counts).argmax()),
+            speed_range=support(speed, len(tracks)), median_speed=float(np.median(speed)),
+            stop_speed=max(0.05, 0.25 * float(np.quantile(speed, 0.005))),
+            radius_range=support(radius, len(tracks)), median_radius=float(np.median(radius)),
+            colours=colours, colour_slack=float(np.quantile(gaps, 0.99)),
+            background=float(np.quantile(np.concatenate([m["background"] for m in measured]), 0.99)),
+            track_speed=np.array([t["median_speed"] for t in tracks]),
+            track_radius=np.array([t["median_radius"] for t in tracks]), counts=counts,
+        )  # fmt: skip
+
+    @classmethod
+    def from_config(cls, cfg: BouncingConfig, n_sequences=64, seed=2**31 - 1):
+        """From ``n_sequences`` fresh sequences of ``data.builtin.bouncing_shapes(cfg)`` (a seed no run trains on)."""
+        return cls.from_sequences(bouncing_shapes(n_sequences, cfg, seed=seed).frames)
+
+
+def _colour_gaps(observed, colours):
+    """RMS distance (0-255) of each observed colour ``(N, 3)`` to the nearest of ``colours`` ``(K, 3)``."""
+    d = np.linalg.norm(observed[:, None, :] - colours[None, :, :], axis=-1) / np.sqrt(3)  # (N, K)
+    return d.min(1) if d.size else np.zeros(len(observed))
 
 
 @dataclass
 class CoherenceReport:
-    """Coherence components of one sequence and their product ``score`` in ``[0, 1]`` (1 = perfect)."""
+    """The components of one sequence's coherence, each one's factor in ``[0, 1]``, and their product ``score``."""
 
-    detection_rate: float  # fraction of frames holding the expected number of balls
-    motion_error_px: float  # mean error of the constant-velocity-with-bounces prediction of the next centre
+    detection_rate: float  # fraction of frames with the data's ball count (or balls that may hide behind others)
+    motion_error_px: float  # mean error of predicting each centre from the two before it
+    max_error_px: float  # the worst such error: a single teleport
+    jump_rate: float  # fraction of judged frames whose error exceeds JUMP_PX: the tail
+    reversal_rate: float  # fraction of judged frames where a velocity component flips in mid-air
+    stop_fraction: float  # fraction of steps slower than the data's stop speed
+    speed_excess: float  # mean speed outside the data's range, relative to its median
+    size_excess: float  # mean radius outside the data's range, relative to its median
     size_cv: float  # relative std of a ball's area along its track
-    colour_std: float  # std of a ball's mean colour along its track, 0-255 scale
-    moving_fraction: float  # fraction of tracked balls that actually move
+    colour_excess: float  # mean distance (0-255) to the data's colours beyond the data's own spread
+    colour_std: float  # std of a ball's core colour along its track (0-255)
+    background_excess: float  # mean brightness outside the balls beyond the data's (0-255)
     score: float
-    n_balls: int  # expected balls per frame
+    worst: str  # the component with the smallest factor: what is most wrong
+    n_balls: int  # the data's balls per frame
     n_tracks: int  # tracks of three frames or more
+    factors: dict = field(default_factory=dict)
 
     def as_dict(self):
         return asdict(self)
 
 
-def _as_frames(frames):
-    """uint8 ``(T, H, W, 3)``, or float ``(T, 3, H, W)`` in ``[-1, 1]`` converted to it."""
-    if isinstance(frames, torch.Tensor) and frames.dtype == torch.uint8:
-        frames = frames.cpu().numpy()
-    if not (isinstance(frames, np.ndarray) and frames.dtype == np.uint8):
-        frames = tensor_to_uint8(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) < 1:
-        raise GriditError(f"frames must be uint8 (T, H, W, 3) or float (T, 3, H, W), got shape {frames.shape}")
-    return frames
+def _factors(c, tol):
+    """Each component's factor in ``[0, 1]``: ``f(value / tolerance)`` with ``f(z) = 1 / (1 + z^2)``."""
+    f = {k: float(tolerance(c[k], tol[k])) for k in COMPONENTS if k != "detection_rate"}
+    f["detection_rate"] = float(tolerance(1 - c["detection_rate"], tol["detection_rate"]))
+    f["stop_fraction"] *= 1 - c["stop_fraction"]  # a ball that never moves scores 0
+    return f
 
 
-def label_components(link_y, link_x):
-    """4-connected components per frame of a ``(T, H, W)`` pixel graph; ``link_y[t, i, j]`` joins pixel
-    ``(i, j)`` to ``(i+1, j)`` and ``link_x[t, i, j]`` joins it to ``(i, j+1)``.
+def _score(m, ref, tol):
+    """``CoherenceReport`` of one ``measure_balls`` result against a ``BallReference``."""
+    if m["frame_size"] != tuple(ref.frame_size):
+        raise GriditError(f"frames of {m['frame_size']} px scored against a reference of {tuple(ref.frame_size)} px frames")
+    expected, tracks = ref.n_balls, m["tracks"]
+    found = (m["counts"] <= expected) & (m["counts"] + m["hidden"] >= expected)  # a missing ball may hide
+    error = np.concatenate([t["error"] for t in tracks]) if tracks else np.zeros(0)
+    reversal = _pooled(tracks, "reversal", "judged_clear")
+    speed = _pooled(tracks, "speed", "speed_clear")
+    radius = _pooled(tracks, "radius_obs", "obs_clear")
+    colour = _pooled(tracks, "colour_obs", "obs_clear").reshape(-1, 3)
+    judged, weights = len(error) > 0, [t["weight"] for t in tracks]
+    c = {
+        "detection_rate": float(np.mean(found)),
+        "motion_error_px": float(error.mean()) if judged else float("inf"),
+        "max_error_px": float(error.max()) if judged else float("inf"),
+        "jump_rate": float(np.mean(error > JUMP_PX)) if judged else 1.0,
+        "reversal_rate": float(np.mean(reversal)) if judged else 1.0,
+        "stop_fraction": float(np.mean(speed < ref.stop_speed)) if len(speed) else 1.0,
+        "speed_excess": excess(speed, *ref.speed_range) / ref.median_speed if len(speed) else float("inf"),
+        "size_excess": excess(radius, *ref.radius_range) / ref.median_radius if len(radius) else float("inf"),
+        "size_cv": float(np.average([t["size_cv"] for t in tracks], weights=weights)) if tracks else float("inf"),
+        "colour_excess": excess(_colour_gaps(colour, ref.colours), 0, ref.colour_slack) if len(colour) else float("inf"),
+        "colour_std": float(np.average([t["colour_std"] for t in tracks], weights=weights)) if tracks else float("inf"),
+        "background_excess": excess(m["background"], 0, ref.background),
+    }  # fmt: skip
+    factors = _factors(c, tol)
+    score = float(np.prod(list(factors.values()))) if tracks else 0.0
+    return CoherenceReport(**c, score=score, worst=min(factors, key=factors.get), n_balls=expected,
+                           n_tracks=len(tracks), factors=factors)  # fmt: skip
 
-    Returns int labels ``(T, H, W)``: every pixel's label is the smallest flat index in its component.
-    Min-label propagation along links with pointer jumping, so a few sweeps suffice for compact blobs.
+
+def coherence(frames, reference, *, tolerances=None):
+    """How much one sequence behaves like the real bouncing balls of ``reference``, from its frames alone.
+
+    ``frames``: uint8 ``(T, H, W, 3)`` or float ``(T, 3, H, W)`` in ``[-1, 1]``; ``reference``: a ``BallReference``
+    of real sequences of the same source and frame size. Balls are found and tracked (``metrics.tracking``); where
+    one touches another its observations are left out unless nothing else is left. Components, and what each catches:
+
+    - ``detection_rate``: frames holding the data's ball count (a missing ball may hide behind another): balls that
+      vanish, extra balls, specks;
+    - ``motion_error_px`` (mean), ``max_error_px`` (worst) and ``jump_rate`` (share over ``JUMP_PX``) of predicting
+      each centre from the two before it with constant velocity and elastic bounces: shuffled frames, jitter (mean),
+      a single teleport or a pass through a wall (worst, tail);
+    - ``reversal_rate``: a velocity component flipping far from any wall: turning back in mid-air;
+    - ``stop_fraction``: steps slower than a quarter of the data's slowest: hovering, stopping, frozen frames;
+    - ``speed_excess``, ``size_excess``: how far speeds and radii fall outside the data's ranges: too slow or fast,
+      too small or large;
+    - ``size_cv``, ``colour_std``: a ball changing size or colour along its track;
+    - ``colour_excess``: colours the data never has;
+    - ``background_excess``: brightness outside the balls beyond the data's: noise and specks under the detection
+      threshold.
+
+    Each component maps to a factor ``f(value / tolerance)`` with ``f(z) = 1 / (1 + z^2)`` (``TOLERANCES``: the
+    value that halves the score; the detection factor uses the missed fraction, and the stop factor is further
+    multiplied by the moving fraction, so a frozen ball scores 0). ``score`` is the product, 0 without any track.
     """
-    t, h, w = link_y.shape[0], link_y.shape[1] + 1, link_x.shape[2] + 1
-    lab = np.arange(t * h * w).reshape(t, h, w)
-    big = lab.size
-    while True:
-        before = lab.copy()
-        for link, lo, hi in (
-            (link_y, lab[:, :-1, :], lab[:, 1:, :]),
-            (link_x, lab[:, :, :-1], lab[:, :, 1:]),
-        ):
-            m = np.where(link, np.minimum(lo, hi), big)
-            np.minimum(lo, m, out=lo)  # lo and hi are views: this writes into lab
-            np.minimum(hi, m, out=hi)
-        flat = lab.reshape(-1)
-        while True:  # pointer jumping: a label points at a pixel of the same component with a smaller label
-            jumped = flat[flat]
-            if np.array_equal(jumped, flat):
-                break
-            flat[:] = jumped
-        if np.array_equal(lab, before):
-            return lab
+    tol = {**TOLERANCES, **(tolerances or {})}
+    return _score(measure_balls(frames, min_step=reference.stop_speed), reference, tol)
 
 
-def detect_blobs(frames, threshold=40, min_area=3.0, colour_tol=0.2):
-    """Balls in uint8 frames ``(T, H, W, 3)``: connected bright pixels of similar colour.
+def _distributions(measured, ref, tol):
+    """KS and Wasserstein-1 distances of per-track speed, radius and colour and per-frame count to the reference.
 
-    A pixel is foreground when its brightest channel exceeds ``threshold``; neighbours join when both are
-    foreground and their colours scaled to unit brightness differ by less than ``colour_tol`` per channel, so
-    balls of different colours stay apart where they meet. Per blob: frame ``t``, intensity-weighted centre
-    ``(y, x)``, ``area`` = intensity sum / peak intensity (the coverage area of a soft-edged disc, ``pi r^2``),
-    mean ``colour`` of its core (pixels at 75% of the peak or more), and ``touching``: within two pixels of
-    another component, so possibly partly hidden. Components under ``min_area``, or touching ones under a
-    quarter of the typical area (slivers where balls meet), are dropped; ``fragments`` counts, per frame,
-    the dropped ones that touch something: evidence of a ball hidden behind another.
+    ``gap = min(ks, w1 / resolution)``: KS alone would flag a radius 0.01 px off a reference that has no spread.
     """
-    x = frames.astype(np.float32)  # (T, H, W, 3)
-    inten = x.max(-1)  # (T, H, W)
-    fg = inten > threshold
-    hue = x / np.maximum(inten, 1)[..., None]  # (T, H, W, 3) colour at unit brightness
-    link_y = fg[:, :-1] & fg[:, 1:] & (np.abs(hue[:, :-1] - hue[:, 1:]).max(-1) < colour_tol)
-    link_x = fg[:, :, :-1] & fg[:, :, 1:] & (np.abs(hue[:, :, :-1] - hue[:, :, 1:]).max(-1) < colour_tol)
-    lab = label_components(link_y, link_x)
-    pix = np.flatnonzero(fg)
-    roots, ids = np.unique(lab.reshape(-1)[pix], return_inverse=True)
-    n = len(roots)
-    _, yy, xx = np.unravel_index(pix, fg.shape)
-    wt = inten.reshape(-1)[pix]  # (P,) intensity of each foreground pixel
-    peak = np.zeros(n, np.float32)
-    np.maximum.at(peak, ids, wt)
-    mass = np.bincount(ids, wt, n)
-    core = wt >= 0.75 * peak[ids]
-    rgb = x.reshape(-1, 3)[pix[core]]  # (P_core, 3)
-    colour = np.stack([np.bincount(ids[core], rgb[:, c], n) for c in range(3)], 1)  # (n, 3)
-    blobs = {
-        "t": np.unravel_index(roots, fg.shape)[0],
-        "y": np.bincount(ids, wt * (yy + 0.5), n) / mass,
-        "x": np.bincount(ids, wt * (xx + 0.5), n) / mass,
-        "area": mass / peak,
-        "colour": colour / np.bincount(ids[core], None, n)[:, None],
-    }
-    comp = np.full(fg.shape, -1)
-    comp.reshape(-1)[pix] = ids
-    _, h, w = comp.shape
-    touching = np.zeros(n, bool)
-    for dy, dx in _TOUCH:
-        a = comp[:, : h - dy, max(0, -dx) : w - max(0, dx)]  # a pixel and its neighbour at (+dy, +dx)
-        b = comp[:, dy:, max(0, dx) : w - max(0, -dx)]
-        hit = (a >= 0) & (b >= 0) & (a != b)
-        touching[a[hit]] = True
-        touching[b[hit]] = True
-    blobs["touching"] = touching
-    keep = blobs["area"] >= min_area
-    alone = keep & ~touching
-    if alone.any():  # slivers of blended colour where two balls meet are fragments, not balls
-        keep &= ~touching | (blobs["area"] >= 0.25 * np.median(blobs["area"][alone]))
-    out = {k: v[keep] for k, v in blobs.items()}
-    out["fragments"] = np.bincount(blobs["t"][touching & ~keep], minlength=len(frames))  # per frame
-    return out
+    tracks = [t for m in measured for t in m["tracks"]]
+    colour = np.array([t["median_colour"] for t in tracks]).reshape(-1, 3)
+    pairs = {  # name -> (sample values, reference values: lists of 1-D samples; independent units on each side; resolution)
+        "speed": ([[t["median_speed"] for t in tracks]], [ref.track_speed], len(tracks), len(ref.track_speed),
+                  0.05 * ref.median_speed),
+        "radius": ([[t["median_radius"] for t in tracks]], [ref.track_radius], len(tracks), len(ref.track_radius),
+                   0.05 * ref.median_radius),
+        "colour": (colour.T, ref.colours.T, len(colour), len(ref.colours), 10.0),  # per channel; the worst counts
+        "count": ([np.concatenate([m["counts"] for m in measured])], [ref.counts], len(measured), ref.n_sequences, 0.5),
+    }  # fmt: skip
+    out = {}
+    for name, (a, b, n, k, resolution) in pairs.items():
+        d = {"ks": 1.0, "w1": float("inf")}
+        if n:
+            d = {"ks": max(map(ks_distance, a, b)), "w1": max(map(wasserstein_1d, a, b))}
+        out[name] = d | {"gap": min(d["ks"], d["w1"] / resolution), "ks_chance": ks_chance(max(n, 1), k)}
+    factor = np.prod([tolerance(max(0.0, d["gap"] - d["ks_chance"]), tol["distribution"]) for d in out.values()])
+    return out, float(factor)
 
 
-def track_blobs(blobs, n_frames, frame_size, max_gap=3, colour_weight=2.0):
-    """Link blobs into tracks: greedy matching to each track's constant-velocity guess, cost = distance over
-    frame size plus ``colour_weight`` times colour distance over 255. A track survives up to ``max_gap``
-    frames without a blob (a ball hidden behind another). Returns the tracks, each an array of blob indices
-    in time order.
+def coherence_many(sequences, reference, *, tolerances=None, progress=False):
+    """The coherence of a set of sequences (a list or an array ``(N, T, ...)``) against ``reference``.
+
+    Returns the mean of every ``CoherenceReport`` component and factor over the sequences, ``sequence_score`` (their
+    mean score), ``distributions`` (per quantity the KS and Wasserstein-1 distances between the set's per-track
+    speed, radius and colour (per channel, the worst), and per-frame count, and the reference's; ``gap``, the KS
+    distance unless the Wasserstein one is under the quantity's resolution (5% of the data's median speed or radius,
+    10 colour levels, half a ball); ``ks_chance``, the KS distance two samples of those sizes from one distribution
+    exceed 5% of the time), ``distribution_score`` (the product over quantities of
+    ``f(max(0, gap - ks_chance) / TOLERANCES["distribution"])``: only a gap beyond chance counts, so a set of a few
+    sequences is judged by its sequences) and ``score = sequence_score * distribution_score``.
     """
-    scale = float(max(frame_size))
-    pos, col, when = np.stack([blobs["y"], blobs["x"]], 1), blobs["colour"], blobs["t"]
-    active, done = [], []  # active: (blob indices, frames missed since the last one)
-    for t in range(n_frames):
-        here = np.flatnonzero(when == t)
-        costs = []
-        for i, (tr, _) in enumerate(active):
-            vel = (pos[tr[-1]] - pos[tr[-2]]) / (when[tr[-1]] - when[tr[-2]]) if len(tr) > 1 else 0
-            guess = pos[tr[-1]] + vel * (t - when[tr[-1]])
-            d_pos = np.linalg.norm(pos[here] - guess, axis=1) / scale
-            d_col = np.linalg.norm(col[here] - col[tr[-1]], axis=1) / 255
-            costs += zip(d_pos + colour_weight * d_col, [i] * len(here), here)
-        matched, used, nxt = {}, set(), []
-        for _, i, j in sorted(costs):
-            if i not in matched and j not in used:
-                matched[i] = j
-                used.add(j)
-        for i, (tr, missed) in enumerate(active):
-            if i in matched:
-                nxt.append((tr + [matched[i]], 0))
-            elif missed < max_gap:
-                nxt.append((tr, missed + 1))
-            else:
-                done.append(tr)
-        active = nxt + [([j], 0) for j in here if j not in used]
-    return [np.array(tr) for tr in done + [tr for tr, _ in active]]
-
-
-def _hidden(blobs, track, n_frames, max_gap=3):
-    """Per frame, 1 where a track misses its ball (in a gap, or up to ``max_gap`` frames beyond its ends) and
-    the ball, inter- or extrapolated linearly, overlaps a visible one: it may be hidden behind it."""
-    when = blobs["t"][track]
-    hidden = np.zeros(n_frames, int)
-    if len(when) < 2:
-        return hidden
-    p = np.stack([blobs["y"][track], blobs["x"][track]], 1)  # (L, 2)
-    radius = np.sqrt(np.median(blobs["area"][track]) / np.pi)
-    span = np.arange(max(0, when[0] - max_gap), min(n_frames, when[-1] + max_gap + 1))
-    missing = np.setdiff1d(span, when)
-    k = np.clip(np.searchsorted(when, missing) - 1, 0, len(when) - 2)  # segment to inter/extrapolate along
-    guess = p[k] + (p[k + 1] - p[k]) * ((missing - when[k]) / (when[k + 1] - when[k]))[:, None]  # (M, 2)
-    for m, (gy, gx) in zip(missing, guess):
-        here = blobs["t"] == m
-        d = np.hypot(blobs["y"][here] - gy, blobs["x"][here] - gx)
-        hidden[m] = np.any(d < np.sqrt(blobs["area"][here] / np.pi) + radius)
-    return hidden
-
-
-def _track_motion(p, radius, frame_hw, speed):
-    """Errors of predicting each centre from the two before it: constant velocity, elastic bounces.
-
-    The velocity at ``t`` is recovered from ``p[t-1], p[t]`` per axis as either the plain step or, if a wall
-    was hit in between, the reflected one (``p[t] + p[t-1] - 2*wall``); the candidate whose magnitude is
-    closest to the track's typical per-axis speed wins. The prediction ``p[t] + v`` is then reflected at the
-    walls ``[radius, size - radius]``, where a ball of that radius bounces.
-    """
-    lo, hi = radius, np.asarray(frame_hw, float) - radius
-    prev, cur, nxt = p[:-2], p[1:-1], p[2:]  # (L-2, 2) each
-    cands = np.stack([cur - prev, cur + prev - 2 * hi, cur + prev - 2 * lo])  # (3, L-2, 2)
-    pick = np.abs(np.abs(cands) - speed).argmin(0)  # (L-2, 2)
-    v = np.take_along_axis(cands, pick[None], 0)[0]
-    return np.linalg.norm(reflect_into(cur + v, lo, hi) - nxt, axis=1)  # (L-2,)
-
-
-def _tolerance(value, tol):
-    return 1.0 / (1.0 + (value / tol) ** 2)
-
-
-def coherence(
-    frames, *, n_balls=None, threshold=40, min_area=3.0, colour_tol=0.2, min_speed=0.25,
-    motion_tol=1.0, size_tol=0.15, colour_std_tol=20.0,
-):
-    """How much a sequence behaves like bouncing balls, from its frames alone.
-
-    ``frames``: uint8 ``(T, H, W, 3)`` or float ``(T, 3, H, W)`` in ``[-1, 1]``. ``n_balls``: balls expected
-    per frame (default: the median count found). Components, over tracks of three frames or more, weighted by
-    track length, leaving out observations where a ball touches another (it may be partly hidden) unless
-    nothing else is left:
-
-    - ``detection_rate`` D: fraction of frames with the expected count, or fewer where each missing ball may
-      hide behind another (a track's gap or end overlaps a visible ball, or a sliver is left); 0 if none is
-      expected;
-    - ``motion_error_px`` E: mean distance between each centre and its prediction from the two before it
-      (constant velocity, elastic bounce off the walls at the radius sqrt(area / pi); see ``_track_motion``);
-    - ``size_cv`` S: std / mean of the area; ``colour_std`` C: std of the core colour, mean over RGB;
-    - ``moving_fraction`` M: fraction of tracks whose median step is at least ``min_speed`` px per frame.
-
-    ``score = D * M * f(E / motion_tol) * f(S / size_tol) * f(C / colour_std_tol)`` with ``f(z) = 1 / (1 + z^2)``:
-    each tolerance is the error that halves the score. Shuffled frames fail on E, frozen ones on M.
-    """
-    frames = _as_frames(frames)
-    if n_balls is not None and n_balls < 1:
-        raise GriditError(f"n_balls must be at least 1 (or None to use the median count), got {n_balls}")
-    t_len, h, w = frames.shape[:3]
-    blobs = detect_blobs(frames, threshold, min_area, colour_tol)
-    counts = np.bincount(blobs["t"], minlength=t_len)
-    expected = int(n_balls) if n_balls is not None else int(np.sort(counts)[(t_len - 1) // 2])
-    tracks = track_blobs(blobs, t_len, (h, w))
-    hidden = sum((_hidden(blobs, tr, t_len) for tr in tracks), blobs["fragments"])
-    found = (counts <= expected) & (counts + hidden >= expected)  # a missing ball may hide behind another
-    detection = float(np.mean(found)) if expected > 0 else 0.0
-    errors, all_errors, cvs, cstds, clear_n, moving, weights = [], [], [], [], [], [], []
-    for tr in tracks:
-        if len(tr) < 3:
-            continue  # too short to judge; a wrong count already shows in the detection rate
-        when = blobs["t"][tr]
-        p = np.stack([blobs["y"][tr], blobs["x"][tr]], 1)  # (L, 2)
-        area, colour, clear = blobs["area"][tr], blobs["colour"][tr], ~blobs["touching"][tr]
-        dt = np.diff(when)
-        steps = np.diff(p, axis=0) / dt[:, None]  # (L-1, 2) per frame
-        radius = min(np.sqrt(np.median(area) / np.pi), (min(h, w) - 1) / 2)
-        err = _track_motion(p, radius, (h, w), np.median(np.abs(steps), axis=0))
-        all_errors.append(err[(dt[:-1] == 1) & (dt[1:] == 1)])
-        errors.append(err[(dt[:-1] == 1) & (dt[1:] == 1) & clear[:-2] & clear[1:-1] & clear[2:]])
-        a, c = (area[clear], colour[clear]) if clear.sum() > 1 else (area, colour)
-        cvs.append(a.std() / a.mean())
-        cstds.append(c.std(axis=0).mean())
-        clear_n.append(clear.sum() + 1e-3)  # tracks always touching another count only if nothing else does
-        moving.append(float(np.median(np.linalg.norm(steps, axis=1)) >= min_speed))
-        weights.append(len(tr))
-    all_err = np.concatenate(errors) if errors else np.zeros(0)
-    if errors and not len(all_err):  # every ball touches something all the time: judge it anyway
-        all_err = np.concatenate(all_errors)
-    motion = float(all_err.mean()) if len(all_err) else float("inf")
-    size_cv = float(np.average(cvs, weights=clear_n)) if weights else float("inf")
-    colour_std = float(np.average(cstds, weights=clear_n)) if weights else float("inf")
-    moving_fraction = float(np.average(moving, weights=weights)) if weights else 0.0
-    score = (
-        detection
-        * moving_fraction
-        * _tolerance(motion, motion_tol)
-        * _tolerance(size_cv, size_tol)
-        * _tolerance(colour_std, colour_std_tol)
-    )
-    return CoherenceReport(
-        detection, motion, size_cv, colour_std, moving_fraction, float(score), expected, len(weights)
-    )
-
-
-def coherence_many(sequences, **kwargs):
-    """Mean of every ``CoherenceReport`` field over sequences (a list or an array ``(N, T, ...)``)."""
-    reports = [coherence(s, **kwargs).as_dict() for s in sequences]
-    if not reports:
+    tol = {**TOLERANCES, **(tolerances or {})}
+    measured = [measure_balls(s, min_step=reference.stop_speed)
+                for s in tqdm(sequences, desc="coherence", unit="seq", disable=not progress, leave=False)]  # fmt: skip
+    if not measured:
         raise GriditError("coherence_many needs at least one sequence")
-    return {k: float(np.mean([r[k] for r in reports])) for k in reports[0]} | {"n_sequences": len(reports)}
+    reports = [_score(m, reference, tol).as_dict() for m in measured]
+    summary = {k: float(np.mean([r[k] for r in reports])) for k in COMPONENTS}
+    factors = {k: float(np.mean([r["factors"][k] for r in reports])) for k in COMPONENTS}
+    distributions, dist_score = _distributions(measured, reference, tol)
+    seq_score = float(np.mean([r["score"] for r in reports]))
+    return summary | {
+        "score": seq_score * dist_score, "sequence_score": seq_score, "distribution_score": dist_score,
+        "worst": Counter(r["worst"] for r in reports).most_common(1)[0][0], "factors": factors,
+        "distributions": distributions, "n_balls": reference.n_balls, "n_tracks": float(np.mean([r["n_tracks"] for r in reports])),
+        "n_sequences": len(reports), "n_frames": int(sum(m["n_frames"] for m in measured)),
+    }  # fmt: skip
 
 
 def shuffle_frames(frames, seed=0):
@@ -298,3 +314,19 @@ def shuffle_frames(frames, seed=0):
 def freeze_frames(frames):
     """Baseline: the first frame repeated for the whole length."""
     return frames[np.zeros(len(frames), dtype=np.int64)]
+
+
+def with_baselines(samples, real, reference=None, *, score_many=coherence_many, progress=False, **kwargs):
+    """``{"samples", "real", "shuffled", "frozen"}``: ``score_many(x, reference)`` of the samples, of real sequences,
+    and of those with their frames shuffled and frozen (the baselines a good score must sit far above).
+
+    ``reference`` defaults to one made from ``real`` (``BallReference.from_sequences``); the real row is then scored
+    in-sample, an upper bound: pass a reference of other real sequences (``BallReference.from_config``) for an
+    honest one. ``score_many`` and ``kwargs`` let the moving-digits metric use the same baselines.
+    """
+    if reference is None:
+        reference = BallReference.from_sequences(real)
+    shuffled = [shuffle_frames(r, seed=i) for i, r in enumerate(real)]
+    frozen = [freeze_frames(r) for r in real]
+    return {name: score_many(x, reference, progress=progress, **kwargs)
+            for name, x in [("samples", samples), ("real", real), ("shuffled", shuffled), ("frozen", frozen)]}  # fmt: skip

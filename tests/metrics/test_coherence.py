@@ -1,35 +1,55 @@
+"""Tests of the bouncing-ball coherence: detection against ground truth, real data against its baselines, and every
+hand-made wrong sequence of ``metrics.cases`` far below real data."""
+
 import numpy as np
 import pytest
 import torch
 
 from gridit_core.data.builtin import BouncingConfig, bouncing_shapes
 from gridit_core.errors import GriditError
+from gridit_core.metrics.cases import CASES, broken_sequences
 from gridit_core.metrics.coherence import (
+    COMPONENTS,
+    BallReference,
     coherence,
     coherence_many,
-    detect_blobs,
     freeze_frames,
-    label_components,
     shuffle_frames,
+    with_baselines,
 )
+from gridit_core.metrics.tracking import detect_blobs, label_components
 
 pytestmark = pytest.mark.unit
 
-CASES = [  # (frame size, balls, radius range)
-    (16, 1, (1.5, 2.5)),
-    (16, 2, (1.5, 2.5)),
-    (32, 1, (2.5, 4.0)),
-    (32, 2, (2.5, 4.0)),
-]
+DEMO = BouncingConfig.for_frame_size(16, length=32, radius=(3, 3), speed=(1, 2), colours=(255, 200, 60))  # the demo's data
+CONFIGS = {  # name -> the data; the issue's table is on "demo"
+    "demo": DEMO,
+    "16px-2": BouncingConfig(frame_size=16, length=32, n_balls=2, radius=(1.5, 2.5)),
+    "32px-1": BouncingConfig(frame_size=32, length=32, n_balls=1, radius=(2.5, 4.0)),
+    "32px-2": BouncingConfig(frame_size=32, length=32, n_balls=2, radius=(2.5, 4.0)),
+}
+CAUGHT_BY = {  # case -> a component whose factor must fall under one half on it
+    "teleport": "max_error_px", "reversal": "reversal_rate", "stop": "stop_fraction", "slow": "speed_excess",
+    "noise": "background_excess", "fast": "speed_excess", "jitter": "motion_error_px", "wrap": "max_error_px",
+    "grow": "size_cv", "shrink": "size_excess", "recolour": "colour_std", "wrong colour": "colour_excess",
+    "vanish": "detection_rate", "extra ball": "detection_rate",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def references():
+    return {name: BallReference.from_config(cfg, n_sequences=32) for name, cfg in CONFIGS.items()}
 
 
 @pytest.fixture(scope="module")
 def real():
-    """Three 32-frame sequences per case."""
-    return {
-        (size, balls): bouncing_shapes(3, BouncingConfig(frame_size=size, length=32, n_balls=balls, radius=r), seed=7)
-        for size, balls, r in CASES
-    }
+    """Four sequences per config, of a seed the references do not use."""
+    return {name: bouncing_shapes(4, cfg, seed=7) for name, cfg in CONFIGS.items()}
+
+
+@pytest.fixture(scope="module")
+def real_score(references, real):
+    return {name: coherence_many(real[name].frames, references[name])["score"] for name in CONFIGS}
 
 
 def test_label_components_separates_frames_and_blobs():
@@ -44,7 +64,7 @@ def test_label_components_separates_frames_and_blobs():
 
 
 def test_detect_blobs_matches_ground_truth(real):
-    d = real[32, 2]
+    d = real["32px-2"]
     blobs = detect_blobs(d.frames[0])
     clear = ~blobs["touching"]
     assert clear.sum() > 20
@@ -55,37 +75,75 @@ def test_detect_blobs_matches_ground_truth(real):
         assert area == pytest.approx(np.pi * d.radii[0, k] ** 2, rel=0.1)
 
 
-@pytest.mark.parametrize("size, balls", [(s, b) for s, b, _ in CASES])
-def test_real_sequences_score_high_and_baselines_low(real, size, balls):
-    for frames in real[size, balls].frames:
-        good = coherence(frames, n_balls=balls)
-        shuffled = coherence(shuffle_frames(frames, seed=1), n_balls=balls)
-        frozen = coherence(freeze_frames(frames), n_balls=balls)
-        assert good.score > 0.9, good
-        assert good.detection_rate == 1.0 and good.moving_fraction == 1.0 and good.motion_error_px < 0.3
-        assert shuffled.score < 0.6 and shuffled.score < good.score - 0.3, shuffled
-        assert shuffled.motion_error_px > 2.0
-        assert frozen.score < 0.1 and frozen.moving_fraction == 0.0, frozen
-        assert coherence(frames).n_balls == balls  # the median count finds them without being told
+def test_reference_holds_the_config(references):
+    ref = references["demo"]
+    assert ref.n_balls == 1 and ref.frame_size == (16, 16) and ref.n_sequences == 32
+    assert ref.speed_range[0] < 1.05 and ref.speed_range[1] > 1.95  # the data moves 1 to 2 px per frame
+    assert ref.radius_range[0] < 3 < ref.radius_range[1] and ref.radius_range[1] - ref.radius_range[0] < 0.2
+    assert np.abs(ref.colours - [255, 200, 60]).max() < 15 and ref.background == 0.0
+    assert references["32px-2"].n_balls == 2
 
 
-def test_black_and_noise_score_low():
-    black = coherence(np.zeros((16, 16, 16, 3), np.uint8))
-    assert black.detection_rate == 0.0 and black.score == 0.0 and black.n_balls == 0
+@pytest.mark.parametrize("name", CONFIGS)
+def test_real_scores_high_and_keeps_its_order_over_shuffled_and_frozen(references, real, name):
+    frames, ref = real[name].frames, references[name]
+    scores = with_baselines(frames, frames, ref)
+    assert scores["samples"] == scores["real"]
+    good, shuffled, frozen = (scores[k]["score"] for k in ("real", "shuffled", "frozen"))
+    assert good > 0.9 and shuffled < 0.05 and frozen == 0.0 and good > shuffled >= frozen, (good, shuffled, frozen)
+    for f in frames:
+        one = coherence(f, ref)
+        assert one.score > 0.9 and one.detection_rate == 1.0 and one.reversal_rate == 0.0, one
+        assert one.stop_fraction == 0.0 and one.speed_excess < 0.01 and one.background_excess < 0.5, one
+        assert set(one.factors) == set(COMPONENTS)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("name", ["demo", "32px-1"])
+def test_every_hand_made_case_scores_far_below_real(references, real, real_score, name, case):
+    broken = coherence_many(broken_sequences(real[name], case), references[name])
+    assert broken["score"] < 0.5 * real_score[name], (case, broken["score"], real_score[name])
+    assert broken["factors"][CAUGHT_BY[case]] < 0.5, (case, broken["factors"])
+
+
+@pytest.mark.parametrize("case", ["teleport", "stop", "slow", "noise", "fast", "jitter", "extra ball"])
+def test_two_ball_cases_with_one_ball_broken_score_below_half(references, real, real_score, case):
+    broken = coherence_many(broken_sequences(real["32px-2"], case), references["32px-2"])["score"]
+    assert broken < 0.5 * real_score["32px-2"]
+
+
+def test_black_and_noise_score_zero_or_near(references):
+    black = coherence(np.zeros((16, 16, 16, 3), np.uint8), references["demo"])
+    assert black.score == 0.0 and black.detection_rate == 0.0 and black.n_tracks == 0
     noise = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), dtype=np.uint8)
-    for n_balls in (None, 1):
-        assert coherence(noise, n_balls=n_balls).score < 0.1
+    assert coherence(noise, references["demo"]).score < 0.01
 
 
-def test_float_input_and_many(real):
-    frames = real[16, 1].frames
-    x = torch.from_numpy(frames[0]).permute(0, 3, 1, 2).float() / 127.5 - 1  # (T, 3, H, W)
-    assert coherence(x).score == pytest.approx(coherence(frames[0]).score)
-    summary = coherence_many(frames, n_balls=1)
-    assert summary["n_sequences"] == 3
-    assert summary["score"] == pytest.approx(np.mean([coherence(f, n_balls=1).score for f in frames]))
-    with pytest.raises(GriditError, match="frames must be"):
-        coherence(frames[0, ..., :2])
+def test_sets_report_distributions_and_chance(references, real):
+    ref = references["32px-1"]
+    summary = coherence_many(real["32px-1"].frames, ref)
+    assert summary["n_sequences"] == 4 and summary["n_frames"] == 128
+    assert set(summary["distributions"]) == {"speed", "radius", "colour", "count"}
+    for d in summary["distributions"].values():
+        assert d["ks"] <= d["ks_chance"], summary["distributions"]
+    assert summary["distribution_score"] == 1.0
+    assert summary["score"] == summary["sequence_score"] == np.mean([coherence(f, ref).score for f in real["32px-1"].frames])
+    slow = coherence_many(broken_sequences(real["32px-1"], "slow"), ref)
+    assert slow["distributions"]["speed"]["ks"] == 1.0 and slow["distribution_score"] < 0.5
+
+
+def test_float_input_and_errors(references, real):
+    frames = real["demo"].frames[0]
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1  # (T, 3, H, W)
+    assert coherence(x, references["demo"]).score == coherence(frames, references["demo"]).score
+    with pytest.raises(GriditError, match=r"frames must be uint8 \(T, H, W, 3\) or float \(T, 3, H, W\), got shape"):
+        coherence(frames[..., :2], references["demo"])
+    with pytest.raises(GriditError, match=r"frames of \(16, 16\) px scored against a reference of \(32, 32\) px frames"):
+        coherence(frames, references["32px-1"])
+    with pytest.raises(GriditError, match="no balls found in the real sequences: the coherence metric is for bouncing-ball data"):
+        BallReference.from_sequences(np.zeros((2, 8, 16, 16, 3), np.uint8))
+    with pytest.raises(GriditError, match="coherence_many needs at least one sequence"):
+        coherence_many([], references["demo"])
 
 
 def test_baseline_helpers():
