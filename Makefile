@@ -19,7 +19,7 @@ demo: setup
 	$(VENV)/bin/gridit demo --out reports/quickstart --overwrite
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench: setup
 	$(PY) benchmarks/bench.py

@@ -36,3 +36,33 @@ def tiny_vae_folder(make_tiny_vae, tmp_path_factory):
     path = tmp_path_factory.mktemp("vae")
     make_tiny_vae().save_pretrained(path)
     return path
+
+
+# ---- test categories ---------------------------------------------------------------------------------------------
+
+OTHER_CATEGORIES = ("slow", "notebooks", "browser", "gpu")  # the categories besides ``unit``, declared in pyproject
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own hook deselects by ``-m``
+def pytest_collection_modifyitems(config, items):
+    """Give every item of the session exactly one of the categories ``unit``, ``slow``, ``notebooks``, ``browser``, ``gpu``.
+
+    This conftest sees every item of the session, the nbval cells of ``notebooks/tutorials/*.ipynb`` included:
+
+    - a notebook cell collected by nbval is ``notebooks`` (cells cannot carry decorators);
+    - an item marked ``slow``, ``notebooks``, ``browser`` or ``gpu`` is not ``unit``: a ``unit`` mark it inherits from
+      its module or class (``pytestmark = pytest.mark.unit``) is taken off that module or class, and a ``unit`` mark
+      of its own is dropped, so a ``@pytest.mark.slow`` test in a unit file is slow only;
+    - every other item is ``unit``.
+    """
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker("notebooks")
+    for item in items:  # the items of a unit module or class keep ``unit`` below unless they are something else
+        for node in item.listchain()[:-1]:
+            node.own_markers[:] = [m for m in node.own_markers if m.name != "unit"]
+    for item in items:
+        if any(item.get_closest_marker(name) for name in OTHER_CATEGORIES):
+            item.own_markers[:] = [m for m in item.own_markers if m.name != "unit"]
+        elif not item.get_closest_marker("unit"):
+            item.add_marker("unit")

@@ -24,6 +24,7 @@ def load_bench():
     return module
 
 
+@pytest.mark.slow
 def test_quick_run_writes_a_complete_report(tmp_path):
     out = tmp_path / "bench" / "bench.json"
     returned = load_bench().main(["--quick", "--out", str(out), "--device", "cpu"])

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.slow  # each test starts a fresh interpreter that imports torch
 
 NOTEBOOK_PACKAGES = ["jupyterlab", "ipywidgets", "anywidget", "plotly", "papermill", "ipykernel", "nbformat", "widgets"]
 

@@ -59,6 +59,7 @@ def test_cached_rollout_equals_the_uncached_one(diffusion, settings):
     assert not torch.equal(cached, other)
 
 
+@pytest.mark.slow
 def test_three_hundred_frames_from_a_model_of_six(diffusion):
     m = model("msc")
     frames = sample_sequence(m, diffusion, 300, steps=2, progress=False)

@@ -117,6 +117,7 @@ def test_organise_bad_input(capsys, tmp_path, make, options, message):
     assert not (tmp_path / "dst").exists()
 
 
+@pytest.mark.slow
 def test_organise_then_train_on_the_grid_folder(capsys, tmp_path):
     make_frames(tmp_path / "src" / "seq", n=12, size=(20, 12))
     argv = ["organise", tmp_path / "src", tmp_path / "grids", "--rows", "2", "--cols", "2", "--frame-size", "16"]
@@ -133,6 +134,7 @@ def test_organise_then_train_on_the_grid_folder(capsys, tmp_path):
     assert "holds 2x2 grids of 16px frames, not 3x2" in one_error_line(capsys, bad)
 
 
+@pytest.mark.slow
 def test_train_then_sample_writes_exactly_n_frames(capsys, tmp_path, run):
     ckpt = run / "checkpoints" / "last.pt"
     assert read_metrics(run / "metrics.jsonl")[-1]["step"] == 2
@@ -154,6 +156,7 @@ def test_train_then_sample_writes_exactly_n_frames(capsys, tmp_path, run):
     assert sorted(p.name for p in (out / "frames").iterdir()) == [f"{i:06d}.png" for i in range(5)]
 
 
+@pytest.mark.slow
 def test_train_refuses_an_existing_run_and_resumes(capsys, tmp_path):
     out = tmp_path / "run"
     assert main(train_args(out, 1)) == 0
@@ -220,6 +223,7 @@ def test_gridit_error_with_newlines_prints_one_line(capsys, monkeypatch):
     assert one_error_line(capsys, ["organise", "src", "dst"]) == "gridit organise: error: first second"
 
 
+@pytest.mark.slow
 def test_console_script_exit_code_and_message(tmp_path):
     gridit = Path(sys.executable).with_name("gridit")
     result = subprocess.run([gridit, "sample", "--ckpt", tmp_path / "missing.pt", "--frames", "3", "--out", tmp_path / "o"],
@@ -284,6 +288,7 @@ def test_stage2_flags_need_stage2(capsys, tmp_path):
     assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_two_stage_sample_then_upscale_the_low_resolution_frames(capsys, tmp_path, stages):
     stage1, stage2 = stages
     runs = [tmp_path / "a", tmp_path / "b"]
@@ -323,6 +328,7 @@ def test_stage_sizes_that_do_not_match(capsys, tmp_path, run, stages):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_stage2_without_the_residual_is_saved_and_used(capsys, tmp_path):
     assert main(stage2_args(tmp_path / "run", 16, 4, "--no-residual")) == 0
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"

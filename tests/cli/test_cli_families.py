@@ -11,7 +11,7 @@ from PIL import Image
 from gridit_core.cli import main
 from gridit_core.training import load_trained
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.unit
 
 SMALL = '{"depth": 1, "hidden_size": 32, "num_heads": 4}'
 
@@ -34,6 +34,7 @@ def one_error(capsys, code):
      ["--schedule", "pyramid", "--chunk", "2"]),
     ("tensor", ["--attention", "factorized", "--noise", "per-frame"], ["--overlap", "2"]),
 ])  # fmt: skip
+@pytest.mark.slow  # train, sample, export, sample again and resume through the CLI
 def test_train_sample_export_resume(tmp_path, arch, extra, sample_flags):
     run = tmp_path / "run"
     assert train(run, arch, *extra, "--sampling", '{"steps": 3}') == 0

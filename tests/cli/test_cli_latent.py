@@ -64,6 +64,7 @@ def test_latent_models_are_sized_for_the_latents(runs, tiny_vae_folder):
     assert s2["config"]["vae_scale"] == 0.5
 
 
+@pytest.mark.slow
 def test_latent_stage1_samples_rgb_frames_and_follows_a_moved_vae(capsys, runs, tiny_vae_folder, tmp_path):
     sample = ["sample", "--ckpt", runs["s1"], "--frames", 5, "--steps", 2, "--device", "cpu"]
     assert main([str(a) for a in sample + ["--out", tmp_path / "a"]]) == 0
@@ -82,6 +83,7 @@ def test_latent_stage1_samples_rgb_frames_and_follows_a_moved_vae(capsys, runs, 
     assert all(f.read_bytes() == (tmp_path / "b" / "frames" / f.name).read_bytes() for f in (tmp_path / "a" / "frames").iterdir())
 
 
+@pytest.mark.slow
 def test_pixel_stage1_then_latent_stage2_then_upscale_alone(capsys, runs, tmp_path):
     out = tmp_path / "two"
     args = ["sample", "--ckpt", runs["px"], "--sr-ckpt", runs["s2"], "--frames", 3, "--steps", 2, "--sr-batch", 2,

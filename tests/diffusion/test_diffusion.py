@@ -1,6 +1,7 @@
 """Tests for gridit_core.diffusion and gridit_core.samplers, with tiny tensors and stand-in denoisers."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -58,28 +59,28 @@ class ConstantDataDenoiser:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, message",
     [
-        {"schedule": "quadratic"},
-        {"prediction": "score"},
-        {"loss_weighting": "snr"},
-        {"num_steps": 1},
-        {"num_steps": 10},  # linear betas would exceed 1
-        {"vlb_weight": -1.0},
-        {"min_snr_gamma": 0.0},
+        ({"schedule": "quadratic"}, "unknown schedule 'quadratic'; choose one of linear, cosine"),
+        ({"prediction": "score"}, "unknown prediction 'score'; choose one of eps, v, x0"),
+        ({"loss_weighting": "snr"}, "unknown loss_weighting 'snr'; choose one of none, min-snr"),
+        ({"num_steps": 1}, "num_steps must be an integer >= 2, got 1"),
+        ({"num_steps": 10}, "the linear schedule needs num_steps > 20 (beta_max = 20/T), got 10"),  # betas would exceed 1
+        ({"vlb_weight": -1.0}, "vlb_weight must be >= 0, got -1.0"),
+        ({"min_snr_gamma": 0.0}, "min_snr_gamma must be positive, got 0.0"),
     ],
 )
-def test_config_rejects_bad_values(kwargs):
-    with pytest.raises(GriditError):
+def test_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(GriditError, match=re.escape(message)):
         DiffusionConfig(**kwargs)
 
 
 def test_linear_schedule_endpoints_and_rescaling():
     d = Diffusion()
     assert d.betas.dtype == torch.float64 and d.betas.shape == (1000,)
-    assert d.betas[0].item() == pytest.approx(1e-4) and d.betas[-1].item() == pytest.approx(0.02)
+    assert d.betas[0].item() == 1e-4 and d.betas[-1].item() == 0.02  # linspace's ends are its arguments
     half = Diffusion(DiffusionConfig(num_steps=500))
-    assert half.betas[0].item() == pytest.approx(2e-4) and half.betas[-1].item() == pytest.approx(0.04)
+    assert half.betas[0].item() == 2e-4 and half.betas[-1].item() == 0.04  # scaled by 1000/500 = 2, exactly
     assert torch.allclose(d.alphas_cumprod, torch.cumprod(1 - d.betas, 0))
 
 
@@ -157,9 +158,9 @@ def test_training_losses_draw_t_and_noise_from_the_generator():
     b = d.training_losses(model, x0, generator=seeded(5))["loss"]
     c = d.training_losses(model, x0, generator=seeded(6))["loss"]
     assert torch.equal(a, b) and not torch.equal(a, c)
-    with pytest.raises(GriditError):
+    with pytest.raises(GriditError, match=re.escape("timesteps must lie in 0..999, got 0..1000")):
         d.training_losses(model, x0, torch.tensor([0, 1000]))
-    with pytest.raises(GriditError):
+    with pytest.raises(GriditError, match=re.escape("model output (2, 3, 8, 8) should be (2, 6, 8, 8) for this config")):
         d.training_losses(TinyNet(learn_sigma=False), x0)  # C channels where 2C are needed
 
 
@@ -215,7 +216,7 @@ def test_timesteps_for_every_count_is_distinct_and_errors():
     d = Diffusion(DiffusionConfig(num_steps=100))
     assert all(len(set(d.timesteps_for(n))) == n for n in range(1, 101))
     for bad in (0, 101, 2.5, True):
-        with pytest.raises(GriditError):
+        with pytest.raises(GriditError, match=re.escape(f"an integer in 1..100, got {bad!r}")):
             d.timesteps_for(bad)
 
 
@@ -267,7 +268,7 @@ def test_known_region_and_repaint_resampling(sampler):
         m = mask.expand(SHAPE)
         assert torch.equal(out[m], known[m]) and not torch.allclose(out[~m], known[~m])
         assert len(model.batches) == resample * 5 + 1  # the final step is never repeated
-    with pytest.raises(GriditError):
+    with pytest.raises(GriditError, match="known and known_mask must be given together"):
         sample(d, model, SHAPE, sampler=sampler, steps=2, known=known)
 
 
@@ -328,17 +329,17 @@ def test_stepper_matches_the_sampler_bit_for_bit(kind, eta):
             x = stepper.step(model(x, torch.full((2,), t)), t, x)
     ref = SAMPLERS[kind](d, model, SHAPE, steps=6, generator=seeded(9), **({"eta": eta} if kind == "ddim" else {}))
     assert torch.equal(x, ref)
-    with pytest.raises(GriditError):
-        stepper.step(x, 5, x)  # 5 is not one of the stepper's timesteps
+    with pytest.raises(GriditError, match="timestep 5 is not one of this stepper's timesteps"):
+        stepper.step(x, 5, x)
 
 
 def test_bad_sampler_arguments():
     d, model = Diffusion(), TinyNet()
-    with pytest.raises(GriditError):
+    with pytest.raises(GriditError, match="unknown sampler 'euler'; choose one of ddpm, ddim"):
         sample(d, model, SHAPE, sampler="euler")
-    with pytest.raises(GriditError):
+    with pytest.raises(GriditError, match=re.escape("eta must lie in [0, 1], got 1.5")):
         Stepper(d, "ddim", 10, eta=1.5)
-    with pytest.raises(GriditError):
+    with pytest.raises(GriditError, match=re.escape("the number of sampling steps must be an integer in 1..1000, got 0")):
         ddim_sample(d, model, SHAPE, steps=0)
-    with pytest.raises(GriditError):
+    with pytest.raises(GriditError, match="resample must be an integer >= 1, got 0"):
         ddim_sample(d, model, SHAPE, steps=3, resample=0)
