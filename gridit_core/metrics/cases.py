@@ -1,10 +1,11 @@
-"""Bouncing-ball sequences that are wrong in one known way: what a coherence metric must score far below real data.
+"""Sequences that are wrong in one known way: what a coherence metric must score far below real data.
 
 Each case starts from real sequences of ``data.builtin.bouncing_shapes`` (their ground-truth start, velocity, radius
 and colour) and breaks one thing the generator guarantees in the first ball of every sequence; the other balls keep
 their real paths. ``CASES`` maps a case name to its builder; ``broken_sequences(data, name)`` draws the frames. The
 first five are the ones that fooled the old score (issue 10): one 5 px teleport, a mid-air reversal, a stop for 45%
-of the frames, a 0.3 px/frame drift, and noise under the detection threshold.
+of the frames, a 0.3 px/frame drift, and noise under the detection threshold. ``DIGIT_CASES`` and ``broken_digits``
+do the same for moving digits.
 """
 
 import numpy as np
@@ -180,3 +181,49 @@ def broken_sequences(data, name, seed=0):
             pos[:, -1] = ball["twin"]
         out.append(draw_balls(pos, radii, colours, visible, size))
     return np.stack(out)
+
+
+def _box(frame):
+    """The bounding box ``(y0, y1, x0, x1)`` of a frame's bright pixels (the digit)."""
+    mask = frame.max(-1) > 40
+    ys, xs = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+
+
+def digit_swap(frames, other):
+    """From halfway, the digit of ``other`` (another sequence) drawn where this sequence's digit is."""
+    y0, y1, x0, x1 = _box(other[0])
+    glyph = other[0, y0:y1, x0:x1]
+    out = frames.copy()
+    for t in range(len(frames) // 2, len(frames)):
+        top, _, left, _ = _box(frames[t])
+        out[t] = 0
+        h, w = min(glyph.shape[0], frames.shape[1] - top), min(glyph.shape[1], frames.shape[2] - left)
+        out[t, top : top + h, left : left + w] = glyph[:h, :w]
+    return out
+
+
+DIGIT_CASES = {  # name -> (frames (T, H, W, 3), another sequence) -> frames: real frames reordered, or changed
+    "reversal": lambda f, o: np.concatenate([f[: len(f) // 2 + 1], f[len(f) // 2 - 1 :: -1]])[: len(f)],
+    "stop": lambda f, o: np.concatenate([f[:8], np.repeat(f[8:9], round(0.45 * len(f)), 0), f[9:]])[: len(f)],
+    "teleport": lambda f, o: np.concatenate([f[: len(f) // 2], f[len(f) // 2 + 8 :]]),  # 8 frames skipped
+    "swap": digit_swap,
+    "noise": lambda f, o: noise(f, np.random.default_rng(0)),
+}  # fmt: skip
+
+
+def broken_digits(frames, name):
+    """A list of uint8 ``(T, H, W, 3)``: moving-digit sequences with case ``name`` applied (``swap`` takes each
+    sequence's new digit from the next sequence showing another one)."""
+    if name not in DIGIT_CASES:
+        raise GriditError(f"unknown digit case {name!r}; choose one of {', '.join(DIGIT_CASES)}")
+    out = []
+    for i, f in enumerate(frames):
+        others = [g for g in np.roll(frames, -i - 1, axis=0) if not np.array_equal(_glyph(g), _glyph(f))]
+        out.append(DIGIT_CASES[name](f, others[0] if others else f))
+    return out
+
+
+def _glyph(frames):
+    y0, y1, x0, x1 = _box(frames[0])
+    return frames[0, y0:y1, x0:x1]

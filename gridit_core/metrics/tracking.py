@@ -195,16 +195,25 @@ def path_motion(p, lo, hi, speed, min_step, margin=0.5):
     The walls are ``lo`` and ``hi`` (per axis: where the centre bounces) and ``speed`` is the track's typical
     per-axis speed. Returns per step ``speed`` ``(L-1,)`` (bounce-aware, see ``bounce_velocity``) and per interior
     frame ``error`` ``(L-2,)`` (distance from the next centre to its prediction from the two before, reflected at
-    the walls) and ``reversal`` ``(L-2,)``: a velocity component flips sign (both steps of at least ``min_step``)
-    while the ball is farther than the step, the typical speed and ``margin`` from the wall it was heading for.
+    the walls) and ``reversal`` ``(L-2,)``: a velocity component moves off (a step of at least ``min_step``) against
+    its last such step, directly or after a pause, while the ball stayed farther than either step, the typical speed
+    and ``margin`` from the wall it was heading for (at every frame in between).
     """
     v = bounce_velocity(p[:-1], p[1:], lo, hi, speed)  # (L-1, 2) velocity at frames 1..L-1
     error = np.linalg.norm(reflect_into(p[1:-1] + v[:-1], lo, hi) - p[2:], axis=1)  # (L-2,)
-    d1, d2 = p[1:-1] - p[:-2], p[2:] - p[1:-1]  # (L-2, 2) plain steps into and out of each interior frame
-    flip = (d1 * d2 < 0) & (np.abs(d1) >= min_step) & (np.abs(d2) >= min_step)
-    wall = np.where(d1 > 0, hi - p[1:-1], p[1:-1] - lo)  # distance to the wall it was heading for
-    reach = np.maximum(np.maximum(np.abs(d1), np.abs(d2)), speed) + margin
-    return {"speed": np.linalg.norm(v, axis=1), "error": error, "reversal": (flip & (wall > reach)).any(1)}
+    d = np.diff(p, axis=0)  # (L-1, 2) plain steps
+    moving = np.abs(d) >= min_step
+    last = np.maximum.accumulate(np.where(moving, np.arange(len(d))[:, None], -1), axis=0)  # last moving step so far
+    before = np.concatenate([np.full((1, 2), -1), last[:-1]])  # ... strictly before each step
+    d_before = np.take_along_axis(d, np.maximum(before, 0), 0)
+    reach = np.maximum(np.maximum(np.abs(d), np.abs(d_before)), speed) + margin
+    lo, hi = np.broadcast_to(lo, 2), np.broadcast_to(hi, 2)
+    turned = np.zeros(len(d), bool)
+    for k, a in np.argwhere(moving & (before >= 0) & (d * d_before < 0)):  # flips: check the frames since the last move
+        span = p[before[k, a] + 1 : k + 1, a]
+        wall = hi[a] - span if d_before[k, a] > 0 else span - lo[a]  # to the wall it was heading for
+        turned[k] |= wall.min() > reach[k, a]
+    return {"speed": np.linalg.norm(v, axis=1), "error": error, "reversal": turned[1:]}  # interior frames 1..L-2
 
 
 def consecutive_runs(when):
