@@ -221,5 +221,21 @@ def cmd_demo(a):
     print(f"report: {out / 'index.html'}")
 
 
+def cmd_eval(a):
+    from gridit_core.evaluate import evaluate, table
+    from gridit_core.util.io import write_text_atomic
+
+    out = Path(a.out)
+    if out.exists() and not a.overwrite:
+        raise GriditError(f"{out} exists; pass --overwrite to replace it")
+    result = evaluate(a.samples, a.real, metrics=a.metric, i3d=a.i3d, inception=a.inception, frames=a.frames,
+                      clips=a.clips, real_clips=a.real_clips, real_sequences=a.real_sequences, builtin=a.builtin,
+                      ckpt=a.ckpt, kind=a.coherence,
+                      stats_cache=a.stats_cache, batch=a.batch_size, device=_device(a.device), progress=_progress())
+    write_text_atomic(json.dumps(result, indent=2) + "\n", out)
+    print(table(result))
+    print(f"wrote {out}")
+
+
 COMMANDS = {"organise": cmd_organise, "train": cmd_train, "sample": cmd_sample, "upscale": cmd_upscale,
-            "export": cmd_export, "demo": cmd_demo}  # fmt: skip
+            "export": cmd_export, "demo": cmd_demo, "eval": cmd_eval}  # fmt: skip

@@ -256,6 +256,36 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="notebook parameter override")
     p.set_defaults(command="demo")
+
+    from gridit_core.evaluate import COHERENCE_KINDS
+
+    p = sub.add_parser("eval", help="score sampled sequences against real data: coherence, FVD, FID",
+                       description="Every metric of SAMPLES (a gridit sample output folder, a folder of them, a folder "
+                                   "of sequence folders, or a GIF) against --real, beside real, shuffled and frozen "
+                                   "real sequences; writes one JSON and prints a table. FVD and FID take local weight "
+                                   "files (nothing is downloaded); real-set statistics are cached.")
+    p.add_argument("samples", help="sampled sequences")
+    p.add_argument("--real", required=True, help="real data: a dataset folder, or builtin:bouncing / builtin:digits")
+    p.add_argument("--out", required=True, help="result JSON file")
+    p.add_argument("--metric", type=lambda text: [m.strip() for m in text.split(",") if m.strip()], default=["coherence"],
+                   metavar="M[,M...]", help="coherence, fvd, fid (default coherence)")
+    p.add_argument("--i3d", help="FVD: a TorchScript I3D (StyleGAN-V's) or an Inception-I3D state dict (Kinetics-400)")
+    p.add_argument("--inception", help="FID: pytorch-fid's FID Inception weights or a TorchScript Inception")
+    p.add_argument("--frames", type=_positive(int), default=16, help="FVD clip length, at least 9 (default 16)")
+    p.add_argument("--clips", type=_positive(int), default=2048, help="FVD: at most this many sample clips (default 2048)")
+    p.add_argument("--real-clips", type=_positive(int), default=None, help="FVD/FID: real clips for the statistics (default --clips)")
+    p.add_argument("--real-sequences", type=_positive(int), default=None,
+                   help="real sequences scored as the baselines (default: as many as the samples, at least 8)")
+    p.add_argument("--ckpt", help="builtin:bouncing: take the balls' settings from this checkpoint's training config")
+    p.add_argument("--builtin", type=_json_object, default=None, metavar="JSON",
+                   help="builtin:bouncing: BouncingConfig fields of the real balls (over --ckpt's)")
+    p.add_argument("--coherence", choices=COHERENCE_KINDS, default=None,
+                   help="coherence metric (default: digits for builtin:digits, else balls)")
+    p.add_argument("--stats-cache", help="folder for real-set statistics (default: beside the data, or ~/.cache/gridit/stats)")
+    p.add_argument("--batch-size", type=_positive(int), default=8, help="FVD clips (FID: clips' frames) per batch")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(command="eval")
     return parser
 
 
