@@ -4,7 +4,8 @@ Each case starts from real sequences of ``data.builtin.bouncing_shapes`` (their 
 and colour) and breaks one thing the generator guarantees in the first ball of every sequence; the other balls keep
 their real paths. ``CASES`` maps a case name to its builder; ``broken_sequences(data, name)`` draws the frames. The
 first five are the ones that fooled the old score (issue 10): one 5 px teleport, a mid-air reversal, a stop for 45%
-of the frames, a 0.3 px/frame drift, and noise under the detection threshold. ``DIGIT_CASES`` and ``broken_digits``
+of the frames, a 0.3 px/frame drift, and noise under the detection threshold (lengths are for 16 px frames and
+scale with the frame). ``DIGIT_CASES`` and ``broken_digits``
 do the same for moving digits.
 """
 
@@ -52,8 +53,11 @@ def _central_frame(ball):
     return n // 4 + int(np.argmax(room[n // 4 : 3 * n // 4]))
 
 
-def teleport(ball, rng, jump=5.0):
-    """One jump of ``jump`` px mid-sequence, to a point inside the walls, then on at the same velocity."""
+def teleport(ball, rng, jump=5 / 16):
+    """One jump of ``jump`` frame sides (5 px in 16) mid-sequence, to a point inside the walls, then on at the same
+    velocity."""
+    jump = jump * ball["size"]
+
     def then(p, v, n):
         angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
         targets = p + jump * np.stack([np.sin(angles), np.cos(angles)], 1)  # (24, 2)
@@ -79,9 +83,9 @@ def stop(ball, rng, fraction=0.45):
     return _split(ball, (n - k) // 2, then)
 
 
-def slow(ball, rng, speed=0.3):
-    """Drifts at ``speed`` px per frame in the ball's own direction."""
-    v = ball["v0"] * speed / np.linalg.norm(ball["v0"])
+def slow(ball, rng, speed=0.3 / 16):
+    """Drifts at ``speed`` frame sides per frame (0.3 px in 16) in the ball's own direction."""
+    v = ball["v0"] * speed * ball["size"] / np.linalg.norm(ball["v0"])
     ball["pos"] = bounce(ball["p0"], v, len(ball["pos"]), ball["lo"], ball["hi"])[0]
     return ball
 
@@ -92,9 +96,9 @@ def fast(ball, rng, factor=3.0):
     return ball
 
 
-def jitter(ball, rng, std=0.5):
-    """The real path plus Gaussian noise of ``std`` px on every centre."""
-    ball["pos"] = ball["pos"] + rng.normal(0, std, ball["pos"].shape)
+def jitter(ball, rng, std=0.5 / 16):
+    """The real path plus Gaussian noise of ``std`` frame sides (0.5 px in 16) on every centre."""
+    ball["pos"] = ball["pos"] + rng.normal(0, std * ball["size"], ball["pos"].shape)
     return ball
 
 
@@ -227,3 +231,14 @@ def broken_digits(frames, name):
 def _glyph(frames):
     y0, y1, x0, x1 = _box(frames[0])
     return frames[0, y0:y1, x0:x1]
+
+
+def score_cases(data, reference, names=None):
+    """``{name: set score}`` of ``data`` (a ``BouncingData``) as it is (``real``), shuffled, frozen, and broken by
+    each case in ``names`` (default all), scored by ``metrics.coherence.coherence_many`` against ``reference``."""
+    from gridit_core.metrics.coherence import coherence_many, freeze_frames, shuffle_frames
+
+    sets = {"real": data.frames, "shuffled": [shuffle_frames(f, i) for i, f in enumerate(data.frames)],
+            "frozen": [freeze_frames(f) for f in data.frames]}  # fmt: skip
+    sets |= {name: broken_sequences(data, name) for name in names or CASES}
+    return {name: coherence_many(x, reference)["score"] for name, x in sets.items()}

@@ -37,6 +37,7 @@ TOLERANCES = {  # component -> the value that halves the score (see ``coherence`
     "distribution": 0.25,  # sets: a KS distance of speed, size, colour or count beyond what chance gives
 }
 JUMP_PX = 1.5  # a prediction error this large is a jump
+RADIUS_PX = 3.0  # the demo's ball radius: pixel tolerances and JUMP_PX hold for it and scale with the data's radius
 HIDDEN_SHIFT = 1.5  # prediction errors where balls touch are judged after taking off this many radii
 COMPONENTS = [k for k in TOLERANCES if k != "distribution"]
 
@@ -198,11 +199,13 @@ def _score(m, ref, tol):
     radius = _pooled(tracks, "radius_obs", "obs_clear")
     colour = _pooled(tracks, "colour_obs", "obs_clear").reshape(-1, 3)
     judged, weights = len(error) > 0, [t["weight"] for t in tracks]
+    px = ref.median_radius / RADIUS_PX  # motion is judged relative to the ball's size
+    tol = tol | {k: tol[k] * px for k in ("motion_error_px", "max_error_px")}
     c = {
         "detection_rate": float(np.mean(found)),
         "motion_error_px": float(error.mean()) if judged else float("inf"),
         "max_error_px": float(error.max()) if judged else float("inf"),
-        "jump_rate": float(np.mean(error > JUMP_PX)) if judged else 1.0,
+        "jump_rate": float(np.mean(error > JUMP_PX * px)) if judged else 1.0,
         "reversal_rate": float(np.mean(reversal)) if judged else 1.0,
         "stop_fraction": float(np.mean(speed < ref.stop_speed)) if len(speed) else 1.0,
         "speed_excess": excess(speed, *ref.speed_range) / ref.median_speed if len(speed) else float("inf"),
@@ -229,7 +232,8 @@ def coherence(frames, reference, *, tolerances=None):
       vanish, extra balls, specks;
     - ``motion_error_px`` (mean), ``max_error_px`` (worst) and ``jump_rate`` (share over ``JUMP_PX``) of predicting
       each centre from the two before it with constant velocity and elastic bounces: shuffled frames, jitter (mean),
-      a single teleport or a pass through a wall (worst, tail);
+      a single teleport or a pass through a wall (worst, tail); their pixel tolerances hold for balls of radius
+      ``RADIUS_PX`` and scale with the data's median radius;
     - ``reversal_rate``: a velocity component flipping far from any wall: turning back in mid-air;
     - ``stop_fraction``: steps slower than a quarter of the data's slowest: hovering, stopping, frozen frames;
     - ``speed_excess``, ``size_excess``: how far speeds and radii fall outside the data's ranges: too slow or fast,

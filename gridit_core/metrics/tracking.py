@@ -202,7 +202,7 @@ def path_motion(p, lo, hi, speed, min_step, margin=0.5):
     v = bounce_velocity(p[:-1], p[1:], lo, hi, speed)  # (L-1, 2) velocity at frames 1..L-1
     error = np.linalg.norm(reflect_into(p[1:-1] + v[:-1], lo, hi) - p[2:], axis=1)  # (L-2,)
     d = np.diff(p, axis=0)  # (L-1, 2) plain steps
-    moving = np.abs(d) >= min_step
+    moving = np.abs(d) >= np.maximum(min_step, 0.5 * speed)  # a real move on this axis, not jitter
     last = np.maximum.accumulate(np.where(moving, np.arange(len(d))[:, None], -1), axis=0)  # last moving step so far
     before = np.concatenate([np.full((1, 2), -1), last[:-1]])  # ... strictly before each step
     d_before = np.take_along_axis(d, np.maximum(before, 0), 0)
