@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 from gridit_core.diffusion import Diffusion, DiffusionConfig  # noqa: E402
 from gridit_core.models import build_model  # noqa: E402
+from gridit_core.rollout import generate_rollout  # noqa: E402
 from gridit_core.sequence import generate_frames  # noqa: E402
 from gridit_core.superres import build_sr_model, upscale_frames  # noqa: E402
 from gridit_core.util.io import write_bytes_atomic, write_text_atomic  # noqa: E402
@@ -107,8 +108,6 @@ def autoregressive_cost(n_frames, steps, frame_size=16):
     out = {}
     for cache in (True, False):
         stamps = [time.perf_counter()]
-        from gridit_core.rollout import generate_rollout
-
         for _ in generate_rollout(model, diffusion, n_frames, steps=steps, progress=False, cache=cache):
             stamps.append(time.perf_counter())
         out["cached" if cache else "uncached"] = [b - a for a, b in zip(stamps, stamps[1:])]

@@ -90,7 +90,7 @@ def load_state(model, state, path, what):
     for k, v in state.items():
         if own[k].shape != v.shape:
             raise GriditError(f"{path} is not {what}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(state, strict=False)  # checked above; only BatchNorm's num_batches_tracked may be absent
     return model.eval()
 
 

@@ -108,10 +108,7 @@ class DiT(nn.Module):
     def name(self):
         """Registry name such as ``"DiT-XL/2"`` when the size is a registered one, else a short description."""
         cfg = self.config
-        for size, spec in _SIZES.items():
-            if spec == dict(depth=cfg.depth, hidden_size=cfg.hidden_size, num_heads=cfg.num_heads):
-                return f"DiT-{size}/{cfg.patch_size}"
-        return f"DiT(depth={cfg.depth}, hidden={cfg.hidden_size}, heads={cfg.num_heads}, patch={cfg.patch_size})"
+        return size_name(cfg.depth, cfg.hidden_size, cfg.num_heads, cfg.patch_size)
 
     def position_table(self):
         """The fixed position table ``(L, D)`` this config asks for."""
@@ -212,6 +209,14 @@ _SIZES = {  # depth, width and heads of the paper's sizes, plus tiny (T) and nan
     "T": dict(depth=6, hidden_size=192, num_heads=3),
     "N": dict(depth=4, hidden_size=128, num_heads=4),
 }
+
+
+def size_name(depth, hidden_size, num_heads, patch_size):
+    """``"DiT-XL/2"`` when depth, width and heads are a registered size, else a short description."""
+    for size, spec in _SIZES.items():
+        if spec == dict(depth=depth, hidden_size=hidden_size, num_heads=num_heads):
+            return f"DiT-{size}/{patch_size}"
+    return f"DiT(depth={depth}, hidden={hidden_size}, heads={num_heads}, patch={patch_size})"
 
 
 def DiT_XL_2(**kw): return DiT(DiTConfig(**{"patch_size": 2, **_SIZES["XL"], **kw}))

@@ -103,7 +103,7 @@ class KVCache:
     def get(self, layer):
         return self.layers.get(layer)
 
-    def put(self, layer, tensors, n_new):
+    def put(self, layer, tensors):
         """Append ``n_new`` frames of ``tensors`` (each ``(B, h, T, L, d)``) and keep the last ``span`` frames."""
         old = self.layers.get(layer)
         merged = tensors if old is None else tuple(torch.cat([o, t], dim=2) for o, t in zip(old, tensors))
@@ -156,9 +156,9 @@ class MSCAttention(nn.Module):
         keys = new if past is None else tuple(torch.cat([p, z], dim=2) for p, z in zip(past, new))
         n_past = 0 if past is None else past[0].shape[2]
         if write:
-            cache.put(layer, new, t)
+            cache.put(layer, new)
         branch = self._dense if reference else self._gathered
-        out_hi, out_lo = branch(q[:, :hh], lo[0], keys, n_past, grid, frames)  # (B, hh, T, L, dh), (B, hl, T, Lp, dh)
+        out_hi, out_lo = branch(q[:, :hh], lo[0], keys, n_past, grid)  # (B, hh, T, L, dh), (B, hl, T, Lp, dh)
         out_lo = unpool_tokens(out_lo, grid, r)  # (B, hl, T, L, dh)
         if gate is not None:
             g = gate.permute(0, 2, 1)[:, :, None, :, None, None]  # (B, 2, 1, T, 1, 1)
@@ -166,7 +166,7 @@ class MSCAttention(nn.Module):
         out = torch.cat([out_hi, out_lo], dim=1)  # (B, h, T, L, dh)
         return self.proj(out.permute(0, 2, 3, 1, 4).reshape(b, t, n, d))  # (B, T, L, D)
 
-    def _gathered(self, q_hi, q_lo, keys, n_past, grid, frames):
+    def _gathered(self, q_hi, q_lo, keys, n_past, grid):
         """Each query against its own gathered keys: cost linear in the number of frames."""
         k_hi, v_hi, k_lo, v_lo = keys
         t, scale = q_hi.shape[2], 1 / math.sqrt(self.head_dim)
@@ -189,7 +189,7 @@ class MSCAttention(nn.Module):
             out_lo = F.scaled_dot_product_attention(q_lo, kg, vg, attn_mask=mask)  # (B, hl, T, Lp, dh)
         return out_hi, out_lo
 
-    def _dense(self, q_hi, q_lo, keys, n_past, grid, frames):
+    def _dense(self, q_hi, q_lo, keys, n_past, grid):
         """The same attention over all tokens with full boolean masks built from coordinates: the reference."""
         k_hi, v_hi, k_lo, v_lo = keys
         t = q_hi.shape[2]

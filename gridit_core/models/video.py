@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from timm.layers import GELUTanh, Mlp
 
 from gridit_core.errors import GriditError
+from gridit_core.models.dit import size_name
 from gridit_core.models.layers import FinalLayer, PatchEmbed, TimestepEmbedder, modulate
 from gridit_core.models.msc import BranchGate, MSCAttention, check_msc
 from gridit_core.models.positions import frame3d_split, grid2d_pos_embed, sincos_1d
@@ -178,13 +179,8 @@ class VideoDiT(nn.Module):
 
     @property
     def name(self):
-        from gridit_core.models.dit import _SIZES
-
         cfg = self.config
-        for size, spec in _SIZES.items():
-            if spec == dict(depth=cfg.depth, hidden_size=cfg.hidden_size, num_heads=cfg.num_heads):
-                return f"{cfg.arch} DiT-{size}/{cfg.patch_size}"
-        return f"{cfg.arch} DiT(depth={cfg.depth}, hidden={cfg.hidden_size}, heads={cfg.num_heads}, patch={cfg.patch_size})"
+        return f"{cfg.arch} {size_name(cfg.depth, cfg.hidden_size, cfg.num_heads, cfg.patch_size)}"
 
     @property
     def span(self):
