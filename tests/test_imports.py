@@ -8,7 +8,8 @@ import pytest
 
 pytestmark = pytest.mark.slow  # each test starts a fresh interpreter that imports torch
 
-NOTEBOOK_PACKAGES = ["jupyterlab", "ipywidgets", "anywidget", "plotly", "papermill", "ipykernel", "nbformat", "widgets"]
+NOTEBOOK_PACKAGES = ["jupyterlab", "ipywidgets", "anywidget", "plotly", "papermill", "ipykernel", "nbformat", "widgets",
+                     "submitit"]  # fmt: skip
 
 
 def run(code):

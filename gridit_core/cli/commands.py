@@ -237,5 +237,16 @@ def cmd_eval(a):
     print(f"wrote {out}")
 
 
+def cmd_study(a):
+    from gridit_core.studies.runner import run_study, summary_line
+    from gridit_core.studies.spec import load_study
+
+    study = load_study(a.spec, a.profile, base=Path.cwd())  # every run's parameters checked before any starts
+    summary, page = run_study(study, a.out, jobs=a.jobs, executor=a.executor, resume=a.resume, progress=_progress())
+    print(summary_line(study, summary, page))
+    if summary["stopped"]:
+        raise KeyboardInterrupt
+
+
 COMMANDS = {"organise": cmd_organise, "train": cmd_train, "sample": cmd_sample, "upscale": cmd_upscale,
-            "export": cmd_export, "demo": cmd_demo, "eval": cmd_eval}  # fmt: skip
+            "export": cmd_export, "demo": cmd_demo, "eval": cmd_eval, "study": cmd_study}  # fmt: skip

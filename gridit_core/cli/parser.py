@@ -286,6 +286,21 @@ def build_parser():
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(command="eval")
+
+    p = sub.add_parser("study", help="run a notebook over a grid of parameters, each run in its own process, then report",
+                       description="Run every run of a study spec (a notebook, fixed parameters, a grid or list of varied "
+                                   "ones, profiles) in its own folder OUT/runs/NAME, locally or as a submitit job array, "
+                                   "then write OUT/index.html (opens offline), results.csv and results.json. A rerun "
+                                   "with --resume skips the runs done and redoes the failed ones.")
+    p.add_argument("spec", help="study spec, YAML or JSON (see notebooks/studies/README.md)")
+    p.add_argument("--out", required=True, help="study folder, e.g. reports/studies/NAME")
+    p.add_argument("--profile", help="the spec's profile (default cpu-small, else its first)")
+    p.add_argument("--jobs", type=_positive(int), default=None, help="runs at a time (default: the profile's, else 1)")
+    p.add_argument("--executor", choices=["local", "submitit"], default=None,
+                   help="local processes, or a submitit job array: SLURM with the profile's slurm settings, or local "
+                        "processes where there is no SLURM (default: the profile's, else local)")
+    p.add_argument("--resume", action="store_true", help="continue the study in --out: skip done runs, redo failed ones")
+    p.set_defaults(command="study")
     return parser
 
 

@@ -1,0 +1,364 @@
+"""The experiment notebooks' library (``notebooks/experiments/train.ipynb``, ``sample.ipynb``, ``evaluate.ipynb``): a
+run trains any family (grid, tensor, MSC) for a number of steps, a wall-time budget or a FLOP budget, samples
+sequences of several lengths, scores them with ``gridit eval``'s functions (coherence beside real, shuffled and frozen
+sequences, FVD where I3D weights are given) and the coherence along the sequence, and writes ``results.json``.
+
+Every notebook writes ``results.json`` last (atomically): a study runner counts a run done when it exists.
+"""
+
+import json
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gridit_core.diffusion import STEPPER_KINDS
+from gridit_core.errors import GriditError
+from gridit_core.params import Param, check_params
+from gridit_core.sequence import CAUSAL_SCHEDULES, SampleConfig, sample_sequence
+from gridit_core.util.io import FrameWriter, write_bytes_atomic, write_text_atomic
+
+FAMILIES = ("grid", "tensor", "msc")
+COMPONENTS = ("motion_error_px", "jump_rate", "reversal_rate", "stop_fraction")  # coherence parts worth charting
+_SAMPLING = {  # shared by train.ipynb and sample.ipynb
+    "SAMPLER": Param(str, choices=("", *STEPPER_KINDS)),
+    "SAMPLE_STEPS": Param(int, low=0),
+    "RESAMPLE": Param(int, low=0),
+    "OVERLAP": Param(int, low=-1),
+    "SCHEDULE": Param(str, choices=("", *CAUSAL_SCHEDULES)),
+    "CHUNK": Param(int, low=0),
+    "SAMPLE_FRAMES": Param(str),
+    "N_SAMPLES": Param(int, low=1),
+    "POSITION_WINDOW": Param(int, low=4),
+    "I3D": Param(str, file=True),
+    "DEVICE": Param(str),
+    "SEED": Param(int),
+}
+TRAIN_PARAMS = {
+    "OUT_DIR": Param(str),
+    "DATA": Param(str),
+    "ARCH": Param(str, choices=FAMILIES),
+    "MODEL": Param(str),
+    "ROWS": Param(int, low=1),
+    "COLS": Param(int, low=1),
+    "FRAMES": Param(int, low=2),
+    "FRAME_SIZE": Param(int, low=4),
+    "POS_EMBED": Param(str, choices=("grid2d", "frame3d")),
+    "NOISE": Param(str, choices=("", "per-frame", "shared")),
+    "ATTENTION": Param(str, choices=("full", "factorized")),
+    "WINDOW": Param(int, low=1),
+    "P_FRAMES": Param(int, low=0),
+    "POOL": Param(str),
+    "I_STRIDE": Param(int, low=1),
+    "I_FRAMES": Param(int, low=0),
+    "GATE": Param(str, choices=("learned", "equal")),
+    "STEPS": Param(int, low=1),
+    "TIME_BUDGET": Param(float, low=0),
+    "FLOP_BUDGET": Param(float, low=0),
+    "BATCH_SIZE": Param(int, low=1),
+    "LR": Param(float, low=0),
+    "WARMUP": Param(int, low=0),
+    "PREDICTION": Param(str, choices=("eps", "v", "x0")),
+    "N_SEQUENCES": Param(int, low=1),
+    "DATA_FRACTION": Param(float, low=0.01, high=1),
+    "INIT": Param(str, file=True),
+    **_SAMPLING,
+}
+SAMPLE_PARAMS = {"OUT_DIR": Param(str), "CKPT": Param(str, file=True), "REAL": Param(str), **_SAMPLING}
+EVALUATE_PARAMS = {
+    "OUT_DIR": Param(str),
+    "SAMPLES": Param(str),
+    "REAL": Param(str),
+    "CKPT": Param(str, file=True),
+    "METRICS": Param(str),
+    "I3D": Param(str, file=True),
+    "INCEPTION": Param(str, file=True),
+    "FVD_FRAMES": Param(int, low=9),
+    "DEVICE": Param(str),
+}
+NOTEBOOK_PARAMS = {"train.ipynb": TRAIN_PARAMS, "sample.ipynb": SAMPLE_PARAMS, "evaluate.ipynb": EVALUATE_PARAMS}
+
+
+def _lengths(text):
+    try:
+        lengths = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise GriditError(f"SAMPLE_FRAMES must be comma-separated frame counts like '64,256', got {text!r}") from None
+    if not lengths or min(lengths) < 1:
+        raise GriditError(f"SAMPLE_FRAMES needs at least one frame count of 1 or more, got {text!r}")
+    return lengths
+
+
+def check(values, notebook):
+    """The parameters of ``notebook`` (``"train.ipynb"``, ...) checked in one call: the notebook's first cell."""
+    params = check_params(values, NOTEBOOK_PARAMS[notebook])
+    if notebook == "evaluate.ipynb" and not params["SAMPLES"]:
+        raise GriditError("SAMPLES must name sampled sequences (a gridit sample output, a folder of them, or a GIF)")
+    if "SAMPLE_FRAMES" in params:
+        _lengths(params["SAMPLE_FRAMES"])
+    if params.get("ARCH") == "msc":
+        _pool(params["POOL"])
+    return params
+
+
+def _pool(text):
+    try:
+        pools = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        raise GriditError(f"POOL must be a factor or one per block like '1,2,2,4', got {text!r}") from None
+    return pools[0] if len(pools) == 1 else pools
+
+
+# ---- train ---------------------------------------------------------------------------------------------------------
+
+
+def train_config(p):
+    """The ``TrainConfig`` of train.ipynb's parameters ``p``: the quickstart's recipe (cosine schedule, EMA with
+    warm-up, the demo's balls for ``builtin:bouncing``) with the family, size, layout and optimiser given."""
+    from gridit_core.recipes import QUICKSTART
+
+    kwargs = {"grid": {}, "tensor": {"attention": p["ATTENTION"]},
+              "msc": {"window": p["WINDOW"], "p_frames": p["P_FRAMES"], "pool": _pool(p["POOL"]),
+                      "i_stride": p["I_STRIDE"], "i_frames": p["I_FRAMES"], "gate": p["GATE"]}}[p["ARCH"]]  # fmt: skip
+    return replace(
+        QUICKSTART, data=p["DATA"], model=p["MODEL"], arch=p["ARCH"], frames=p["FRAMES"], noise=p["NOISE"],
+        rows=p["ROWS"], cols=p["COLS"], frame_size=p["FRAME_SIZE"], pos_embed=p["POS_EMBED"], steps=p["STEPS"],
+        batch_size=p["BATCH_SIZE"], lr=p["LR"], warmup=p["WARMUP"], n_sequences=p["N_SEQUENCES"],
+        diffusion={**QUICKSTART.diffusion, "prediction": p["PREDICTION"]}, model_kwargs=kwargs, init=p["INIT"],
+        seed=p["SEED"], device=p["DEVICE"], ckpt_every=p["STEPS"], sampling={},
+        builtin=QUICKSTART.builtin if p["DATA"] == "builtin:bouncing" else {},
+    )  # fmt: skip
+
+
+def data_subset(dataset, cfg, fraction):
+    """The first ``fraction`` of the training sequences (at least one), cut into the same clips or grids."""
+    from gridit_core.data.datasets import GridClips, SequenceClips
+
+    if fraction >= 1:
+        return dataset
+    if not hasattr(dataset, "sequences"):
+        raise GriditError(f"DATA_FRACTION < 1 needs sequences; {cfg.data} is an organised folder of grid images")
+    keep = dataset.sequences[: max(1, round(fraction * len(dataset.sequences)))]
+    common = dict(stride=cfg.stride, resize=cfg.resize, seed=cfg.seed)
+    if isinstance(dataset, GridClips):
+        return GridClips(keep, cfg.rows, cfg.cols, cfg.frame_size, **common)
+    return SequenceClips(keep, cfg.frames, cfg.frame_size, **common)
+
+
+def step_flops(trainer):
+    """FLOPs of one training step (forward and backward of one batch), as torch's ``FlopCounterMode`` counts them
+    (matrix products and attention; the MSC gathers count nothing). The trainer's random state is left as it was."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    micro = trainer.cfg.batch_size // trainer.cfg.grad_accum
+    x = torch.stack([trainer.dataset[i % len(trainer.dataset)] for i in range(micro)]).to(trainer.device)
+    state = trainer.generator.get_state()
+    with FlopCounterMode(display=False) as counter:
+        trainer.loss_fn(trainer.model, x)["loss"].mean().backward()
+    trainer.generator.set_state(state)
+    trainer.opt.zero_grad(set_to_none=True)
+    return counter.get_total_flops() * trainer.cfg.grad_accum
+
+
+class _OutOfTime(Exception):
+    """Raised from the trainer's log callback when the wall-time budget is spent."""
+
+
+def train(cfg, out_dir, *, time_budget=0.0, flop_budget=0.0, data_fraction=1.0):
+    """Train into ``out_dir`` (``checkpoints/last.pt``, ``metrics.jsonl``) until ``cfg.steps``, ``time_budget``
+    seconds (checked every ``log_every`` steps) or ``flop_budget`` FLOPs, whichever comes first.
+
+    Returns ``(trainer, info)``: steps run, seconds, steps/s, FLOPs per step and in all, parameters, the last loss.
+    """
+    from gridit_core.training import Trainer, training_data
+
+    dataset = data_subset(training_data(cfg), cfg, data_fraction)
+    trainer = Trainer(cfg, out_dir, overwrite=True, dataset=dataset)
+    flops = step_flops(trainer)
+    if flop_budget > 0:
+        trainer.cfg.steps = cfg.steps = max(1, min(cfg.steps, int(flop_budget // flops)))
+
+    def stop_when_spent(_):
+        if time_budget > 0 and time.perf_counter() - started > time_budget:
+            raise _OutOfTime
+
+    started = time.perf_counter()
+    try:
+        last = trainer.fit(progress=False, callback=stop_when_spent)
+    except _OutOfTime:
+        trainer.save()
+        last = {}
+    seconds = time.perf_counter() - started
+    log = [json.loads(line) for line in open(trainer.metrics_path)] if trainer.metrics_path.exists() else []
+    info = {"train_steps": trainer.step, "train_seconds": seconds, "steps_per_second": trainer.step / seconds,
+            "flops_per_step": flops, "train_flops": flops * trainer.step,
+            "params_millions": sum(p.numel() for p in trainer.model.parameters()) / 1e6,
+            "final_loss": (last or (log[-1] if log else {})).get("loss", float("nan")),
+            "train_sequences": len(getattr(trainer.dataset, "sequences", [])) or None}  # fmt: skip
+    return trainer, info
+
+
+def loss_figure(metrics_path):
+    import matplotlib.pyplot as plt
+
+    log = [json.loads(line) for line in open(metrics_path)]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([m["step"] for m in log], [m["loss"] for m in log])
+    ax.set(xlabel="optimizer step", ylabel="training loss", yscale="log", title="Training loss")
+    return fig
+
+
+# ---- sample and score ----------------------------------------------------------------------------------------------
+
+
+def sample_settings(p, saved=None):
+    """``SampleConfig`` from the notebook's sampling parameters over ``saved`` (a checkpoint's saved settings): an
+    empty or 0 value keeps the saved setting (else the library default), ``OVERLAP = -1`` the saved or the family's
+    default overlap."""
+    given = {"sampler": p["SAMPLER"], "steps": p["SAMPLE_STEPS"], "resample": p["RESAMPLE"], "schedule": p["SCHEDULE"],
+             "chunk": p["CHUNK"]}  # fmt: skip
+    given = {k: v for k, v in given.items() if v not in ("", 0)}
+    if p["OVERLAP"] >= 0:
+        given["overlap"] = p["OVERLAP"]
+    return SampleConfig.from_dict({**(saved or {}), **given})
+
+
+def sample_to_folder(model, diffusion, cfg, n_frames, n_sequences, settings, out_dir, *, seed=0, device="cpu",
+                     codec=None):  # fmt: skip
+    """``n_sequences`` sequences of ``n_frames`` written as ``out_dir/seq_K/frames/*.png`` (what ``gridit eval``
+    reads); returns uint8 ``(S, T, H, W, 3)`` and seconds per frame (sequences sampled in parallel)."""
+    from gridit_core.util.image import tensor_to_uint8
+
+    started = time.perf_counter()
+    frames = sample_sequence(model, diffusion, n_frames, rows=cfg.rows, cols=cfg.cols, n_sequences=n_sequences,
+                             seed=seed, device=device, progress=False, codec=codec, **settings.kwargs(cfg.arch))  # fmt: skip
+    seconds = time.perf_counter() - started
+    for k, seq in enumerate(frames.cpu()):  # (T, C, H, W)
+        writer = FrameWriter(Path(out_dir) / f"seq_{k}", gif=False)
+        for frame in seq:
+            writer.add(frame)
+    return tensor_to_uint8(frames.cpu()), seconds / (n_frames * n_sequences)
+
+
+def coherence_by_position(samples, data, frame_size, window, ckpt=None):
+    """The samples' coherence in consecutive windows of ``window`` frames along the sequence, each held to real
+    windows of that length: ``[{"start", "score", "motion_error_px", ...}]``; empty for data without a metric."""
+    from gridit_core.evaluate import bouncing_config, training_config
+    from gridit_core.metrics.coherence import BallReference, coherence_many
+    from gridit_core.metrics.digits import DigitReference, digit_coherence_many
+
+    if data == "builtin:bouncing":
+        bc = bouncing_config(frame_size, window, None, training_config(ckpt) if ckpt else None)
+        reference, score = BallReference.from_config(bc), coherence_many
+    elif data == "builtin:digits":
+        reference, score = DigitReference.from_source(frame_size, window), digit_coherence_many
+    else:
+        return []
+    rows = []
+    for start in range(0, samples.shape[1] - window + 1, window):
+        out = score(list(samples[:, start : start + window]), reference)
+        rows.append({"start": start, "score": out["score"], **{k: out[k] for k in COMPONENTS if k in out}})
+    return rows
+
+
+def position_figure(by_length):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    for n, rows in by_length.items():
+        axes[0].plot([r["start"] for r in rows], [r["score"] for r in rows], "o-", label=f"{n} frames")
+        axes[1].plot([r["start"] for r in rows], [r.get("motion_error_px", np.nan) for r in rows], "o-", label=f"{n} frames")
+    axes[0].set(xlabel="first frame of the window", ylabel="coherence", title="Coherence along the sequence")
+    axes[1].set(xlabel="first frame of the window", ylabel="px", title="Motion error along the sequence")
+    axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def sample_and_score(model, diffusion, cfg, p, out_dir, *, ckpt, codec=None, device="cpu", real=None):
+    """Sample at every length of ``p["SAMPLE_FRAMES"]``, score each with ``evaluate.evaluate`` (coherence; FVD too
+    with ``p["I3D"]``) and along the sequence; returns ``(metrics, details, samples)``: flat metrics suffixed by
+    length (the first length's also unsuffixed), the full evaluations, and uint8 samples per length."""
+    from gridit_core.evaluate import evaluate
+
+    real = real or cfg.data
+    settings = sample_settings(p, cfg.sampling)
+    metrics, details, samples = {}, {"sampling": asdict(settings), "eval": {}, "by_position": {}}, {}
+    for n in _lengths(p["SAMPLE_FRAMES"]):
+        folder = Path(out_dir) / "samples" / f"{n}f"
+        frames, s_per_frame = sample_to_folder(model, diffusion, cfg, n, p["N_SAMPLES"], settings, folder,
+                                               seed=p["SEED"], device=device, codec=codec)  # fmt: skip
+        fvd = bool(p["I3D"]) and n >= 16
+        result = evaluate(folder, real, metrics=("coherence", "fvd") if fvd else ("coherence",), i3d=p["I3D"] or None,
+                          frames=16, ckpt=ckpt, device=device)  # fmt: skip
+        coh = result["metrics"]["coherence"]
+        flat = {"sample_seconds_per_frame": s_per_frame, "coherence": coh["samples"]["score"],
+                "coherence_real": coh["real"]["score"], "coherence_shuffled": coh["shuffled"]["score"],
+                **{k: coh["samples"][k] for k in COMPONENTS if k in coh["samples"]}}  # fmt: skip
+        if fvd:
+            flat["fvd"] = result["metrics"]["fvd"]["samples"]
+        details["eval"][str(n)] = result
+        details["by_position"][str(n)] = coherence_by_position(frames, real, frames.shape[2], p["POSITION_WINDOW"], ckpt)
+        metrics.update({f"{k}_{n}": v for k, v in flat.items()})
+        if not samples:
+            metrics.update(flat)
+        samples[n] = frames
+    return metrics, details, samples
+
+
+def write_results(out_dir, notebook, params, metrics, details=None, figures=None, samples=None):
+    """Figures (PNG), a GIF of the first sequences of each length, then ``results.json`` (last, atomically)."""
+    import matplotlib.pyplot as plt
+
+    from gridit_core.report.page import figure_png, gif_bytes
+
+    out = Path(out_dir)
+    names = []
+    for name, fig in (figures or {}).items():
+        write_bytes_atomic(figure_png(fig), out / f"{name}.png")
+        names.append(f"{name}.png")
+    plt.close("all")
+    for n, frames in (samples or {}).items():
+        write_bytes_atomic(gif_bytes(frames[:4], scale=4, columns=min(4, len(frames))), out / f"samples_{n}f.gif")
+        names.append(f"samples_{n}f.gif")
+    results = {"notebook": notebook, "parameters": {k: v for k, v in params.items() if k != "OUT_DIR"},
+               "metrics": metrics, "details": details or {}, "figures": names}  # fmt: skip
+    write_text_atomic(json.dumps(_jsonable(results), indent=2) + "\n", out / "results.json")
+    return results
+
+
+def _jsonable(x):
+    from gridit_core.evaluate import _finite
+
+    return _finite(json.loads(json.dumps(x, default=lambda v: v.item() if hasattr(v, "item") else str(v))))
+
+
+def load_checkpoint(path, device="auto"):
+    """``(model, diffusion, cfg, codec, device)`` of a stage-1 checkpoint, for sample.ipynb."""
+    from gridit_core.training import load_codec, load_trained
+    from gridit_core.util.device import resolve_device
+
+    device = resolve_device(device)
+    model, diffusion, cfg = load_trained(path, device=device)
+    return model, diffusion, cfg, load_codec(cfg, model, device=device), device
+
+
+def evaluate_folder(p):
+    """evaluate.ipynb: ``evaluate.evaluate`` of ``p["SAMPLES"]`` against ``p["REAL"]``; flat metrics and the result."""
+    from gridit_core.evaluate import evaluate
+    from gridit_core.util.device import resolve_device
+
+    metrics = [m.strip() for m in p["METRICS"].split(",") if m.strip()]
+    result = evaluate(p["SAMPLES"], p["REAL"], metrics=metrics, i3d=p["I3D"] or None, inception=p["INCEPTION"] or None,
+                      frames=p["FVD_FRAMES"], ckpt=p["CKPT"] or None, device=resolve_device(p["DEVICE"]))  # fmt: skip
+    flat = {}
+    for name, r in result["metrics"].items():
+        for side in ("samples", "real", "shuffled", "frozen"):
+            value = r[side]["score"] if name == "coherence" else r[side]
+            flat[name if side == "samples" else f"{name}_{side}"] = value
+    if "coherence" in result["metrics"]:
+        flat.update({k: result["metrics"]["coherence"]["samples"][k] for k in COMPONENTS
+                     if k in result["metrics"]["coherence"]["samples"]})  # fmt: skip
+    return flat | {"eval_seconds": result["seconds"]}, result

@@ -1,0 +1,343 @@
+"""A study's static report: ``index.html`` (plotly charts of each metric against each varied parameter, Pareto fronts
+of quality against time, the claims and their verdicts, a sortable table of every run linking its executed notebook,
+the failures, the spec and the machine), one ``plotly.min.js`` copied beside it from the installed plotly package
+(no CDN: the report opens offline), and ``results.csv`` / ``results.json`` with every run.
+
+A run's ``results.json`` (written by its notebook) holds ``metrics``: its numeric leaves, nested keys joined by dots,
+are what the charts and the table show.
+"""
+
+import csv
+import html
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+from gridit_core.errors import GriditError
+from gridit_core.util.io import write_text_atomic
+
+VERDICTS = ("holds", "does not hold", "inconclusive")
+
+
+def plotly_js():
+    """The installed plotly package's ``plotly.min.js``."""
+    try:
+        import plotly
+    except ImportError:
+        raise GriditError("the study report needs plotly (its plotly.min.js is copied beside the page): "
+                          "pip install -e '.[notebooks]'") from None  # fmt: skip
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not path.is_file():
+        raise GriditError(f"plotly {plotly.__version__} ships no package_data/plotly.min.js")
+    return path
+
+
+def machine():
+    """Where the study ran: OS, Python, torch, CPU, cores, memory, GPU and the code's git commit."""
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        memory = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+    except (ValueError, OSError, AttributeError):
+        memory = "unknown"
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                timeout=10).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"os": platform.platform(), "python": platform.python_version(), "torch": torch.__version__, "cpu": cpu,
+            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "memory": memory, "gpu": gpu,
+            "commit": commit or "unknown"}  # fmt: skip
+
+
+def flatten(metrics, prefix=""):
+    """The numeric leaves of a nested dict, keys joined by dots (booleans as 0/1, lists left out)."""
+    out = {}
+    for key, value in (metrics or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, bool):
+            out[name] = int(value)
+        elif isinstance(value, (int, float)) and math.isfinite(value):
+            out[name] = value
+    return out
+
+
+def collect(study, out):
+    """One record per run of ``study`` in ``out``: status, parameters, results, flattened metrics, error, links."""
+    records = []
+    for run in study.runs:
+        folder = Path(out) / "runs" / run.name
+        results = _read_json(folder / "results.json")
+        error = _read_json(folder / "error.json")
+        status = "done" if results is not None else "failed" if error is not None else "pending"
+        notebook = folder / study.notebook.name
+        records.append({
+            "name": run.name, "status": status, "varied": run.varied, "parameters": run.params,
+            "metrics": flatten((results or {}).get("metrics")), "results": results, "error": (error or {}).get("error"),
+            "notebook": f"runs/{run.name}/{study.notebook.name}" if notebook.is_file() else None,
+            "log": f"runs/{run.name}/log.txt" if (folder / "log.txt").is_file() else None,
+        })  # fmt: skip
+    return records
+
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def metric_names(records, wanted=None):
+    """The metrics to show: ``wanted`` (the spec's ``report.metrics``) where some run has them, else every one."""
+    seen = list(dict.fromkeys(k for r in records for k in r["metrics"]))
+    return [m for m in wanted if m in seen] if wanted else seen
+
+
+# ---- claims --------------------------------------------------------------------------------------------------------
+
+
+def _matches(record, where):
+    return all(record["parameters"].get(k) == v for k, v in (where or {}).items())
+
+
+def judge_claim(claim, records):
+    """A claim's verdict from the runs: ``a`` and ``b`` select runs by parameters (``metric_a``/``metric_b`` override
+    ``metric``); the ratio of their mean metric, oriented so that above 1 means ``a`` is better (``better``: higher or
+    lower), is held to ``factor``. It holds when even the worst run of ``a`` against the best of ``b`` reaches the
+    factor, does not hold when even the best against the worst does not, and is inconclusive between the two, or
+    when runs or values are missing."""
+    better = claim.get("better", "higher")
+    if better not in ("higher", "lower"):
+        raise GriditError(f"claim {claim.get('id')}: better must be higher or lower, got {better!r}")
+    factor = float(claim.get("factor", 1.0))
+    sides = {}
+    for side in ("a", "b"):
+        metric = claim.get(f"metric_{side}", claim.get("metric"))
+        sides[side] = [r["metrics"][metric] for r in records
+                       if r["status"] == "done" and _matches(r, claim.get(side)) and metric in r["metrics"]]  # fmt: skip
+    row = {"id": str(claim.get("id", "")), "claim": str(claim.get("claim", "")), "factor": factor, "better": better,
+           "runs": f"{len(sides['a'])} vs {len(sides['b'])}"}  # fmt: skip
+    a, b = sides["a"], sides["b"]
+    if not a or not b:
+        return row | {"measured": None, "verdict": "inconclusive", "why": "runs missing or failed"}
+
+    def ratio(x, y):  # how many times better x is than y
+        num, den = (x, y) if better == "higher" else (y, x)
+        return num / den if den > 0 else math.inf if num > 0 else math.nan
+
+    mean = ratio(sum(a) / len(a), sum(b) / len(b))
+    worst = ratio(min(a), max(b)) if better == "higher" else ratio(max(a), min(b))
+    best = ratio(max(a), min(b)) if better == "higher" else ratio(min(a), max(b))
+    if math.isnan(mean):
+        return row | {"measured": None, "verdict": "inconclusive", "why": "both sides are 0"}
+    verdict = "holds" if worst >= factor else "does not hold" if best < factor else "inconclusive"
+    why = {"holds": "every run pair reaches the factor", "does not hold": "no run pair reaches the factor",
+           "inconclusive": "the runs' spread straddles the factor"}[verdict]  # fmt: skip
+    return row | {"measured": mean, "verdict": verdict, "why": why}
+
+
+# ---- charts --------------------------------------------------------------------------------------------------------
+
+
+def _label(value):
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def parameter_chart(records, param, metric):
+    """``(data, layout)`` of ``metric`` against ``param``: every done run a point, the mean per value a line."""
+    done = [r for r in records if r["status"] == "done" and metric in r["metrics"]]
+    values = list(dict.fromkeys(_label(r["parameters"].get(param)) for r in done))
+    xs = [_label(r["parameters"].get(param)) for r in done]
+    ys = [r["metrics"][metric] for r in done]
+    means = [sum(y for x, y in zip(xs, ys) if x == v) / xs.count(v) for v in values]
+    data = [{"type": "scatter", "mode": "markers", "x": xs, "y": ys, "text": [r["name"] for r in done],
+             "name": "runs", "marker": {"size": 8, "opacity": 0.7}},
+            {"type": "scatter", "mode": "lines+markers", "x": values, "y": means, "name": "mean",
+             "line": {"dash": "dot"}}]  # fmt: skip
+    layout = {"title": {"text": f"{metric} by {param}"}, "xaxis": {"title": {"text": param}, "type": "category"},
+              "yaxis": {"title": {"text": metric}}, "height": 320, "margin": {"t": 40, "b": 50, "l": 60, "r": 10},
+              "showlegend": False}  # fmt: skip
+    return data, layout
+
+
+def pareto_front(points, higher=True):
+    """Indices of the points ``(time, quality)`` no other point beats on both (less time, better quality), by time."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1] if higher else points[i][1]))
+    front, best = [], None
+    for i in order:
+        q = points[i][1]
+        if best is None or (q > best if higher else q < best):
+            front.append(i)
+            best = q
+    return front
+
+
+def pareto_chart(records, time, quality, better="higher"):
+    """``(data, layout)`` of quality against time over the done runs, the Pareto front drawn as a line."""
+    done = [r for r in records if r["status"] == "done" and time in r["metrics"] and quality in r["metrics"]]
+    points = [(r["metrics"][time], r["metrics"][quality]) for r in done]
+    front = pareto_front(points, better == "higher")
+    data = [{"type": "scatter", "mode": "markers", "x": [p[0] for p in points], "y": [p[1] for p in points],
+             "text": [r["name"] for r in done], "name": "runs", "marker": {"size": 9, "opacity": 0.7}},
+            {"type": "scatter", "mode": "lines+markers", "x": [points[i][0] for i in front],
+             "y": [points[i][1] for i in front], "text": [done[i]["name"] for i in front], "name": "Pareto front",
+             "line": {"shape": "hv"}}]  # fmt: skip
+    layout = {"title": {"text": f"{quality} ({better} is better) against {time}"}, "xaxis": {"title": {"text": time}},
+              "yaxis": {"title": {"text": quality}}, "height": 380, "margin": {"t": 40, "b": 50, "l": 60, "r": 10}}  # fmt: skip
+    return data, layout
+
+
+# ---- page ----------------------------------------------------------------------------------------------------------
+
+SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach(function (th, col) {
+  th.addEventListener('click', function () {
+    var body = th.closest('table').tBodies[0], rows = Array.from(body.rows), up = th.dataset.dir !== 'up';
+    th.dataset.dir = up ? 'up' : 'down';
+    var key = function (row) { var t = row.cells[col].dataset.v || row.cells[col].textContent, n = parseFloat(t);
+                               return isNaN(n) ? t : n; };
+    rows.sort(function (a, b) { var x = key(a), y = key(b), c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0)
+                                                                   : (typeof x === 'number' ? -1 : 1);
+                                return up ? c : -c; });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+"""
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222;padding:0 1em}"
+         "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px}"
+         "th{background:#f3f3f3;cursor:pointer}td.n{text-align:right}.failed{color:#b00}.charts{display:grid;"
+         "grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:8px}pre{background:#f7f7f7;padding:1em;"
+         "overflow:auto}.holds{color:#070}.does-not-hold{color:#b00}.inconclusive{color:#a60}")  # fmt: skip
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return f'<td class="n" data-v="{value!r}">{value:.4g}</td>'
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f'<td class="n">{value}</td>'
+    return f"<td>{html.escape('' if value is None else _label(value))}</td>"
+
+
+def _table(head, rows, sortable=False):
+    cls = ' class="sortable"' if sortable else ""
+    top = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    return f"<table{cls}><thead><tr>{top}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _link(path, text):
+    return f'<a href="{html.escape(path)}">{html.escape(text)}</a>' if path else html.escape(text)
+
+
+class _Charts:
+    """Plotly figures as divs drawn by ``Plotly.newPlot`` from the local ``plotly.min.js``."""
+
+    def __init__(self):
+        self.count = 0
+
+    def div(self, figure):
+        data, layout = figure
+        self.count += 1
+        name = f"chart{self.count}"
+        spec = json.dumps(data).replace("</", "<\\/"), json.dumps(layout).replace("</", "<\\/")
+        return (f'<div id="{name}"></div><script>Plotly.newPlot("{name}", {spec[0]}, {spec[1]}, '
+                f'{{"displaylogo": false, "responsive": true}});</script>')  # fmt: skip
+
+
+def page(study, records, summary, machine_info):
+    """The HTML of ``index.html``."""
+    report = study.report
+    metrics = metric_names(records, report.get("metrics"))
+    charts = _Charts()
+    parts = [f"<h1>Study: {html.escape(study.name)}</h1>"]
+    if study.description:
+        parts.append(f"<p>{html.escape(study.description)}</p>")
+    counts = ", ".join(f"{summary.get(k, 0)} {k.replace('_', ' ')}" for k in ("done", "skipped", "failed", "not_run"))
+    parts.append(f"<p>Profile <b>{html.escape(study.profile)}</b>, notebook <code>{html.escape(study.notebook.name)}"
+                 f"</code>, {len(records)} runs: {counts}; this invocation took {summary.get('seconds', 0):.0f} s.</p>")
+    if study.notes:
+        parts += ["<h2>What the results mean</h2>"] + [f"<p>{html.escape(p.strip())}</p>" for p in study.notes.split("\n\n")]
+    if study.claims:
+        rows = []
+        for c in (judge_claim(c, records) for c in study.claims):
+            measured = "n/a" if c["measured"] is None else f"{c['measured']:.3g}x"
+            rows.append(f"<tr><td>{html.escape(c['id'])}</td><td>{html.escape(c['claim'])}</td><td>{measured} "
+                        f"(needs {c['factor']:g}x, {c['better']} is better)</td><td>{c['runs']}</td>"
+                        f"<td class=\"{c['verdict'].replace(' ', '-')}\">{c['verdict']}</td><td>{c['why']}</td></tr>")
+        parts += ["<h2>Claims</h2>", _table(["claim", "wording", "measured", "runs", "verdict", "why"], rows)]
+    pareto = report.get("pareto") or []
+    if pareto:
+        parts.append("<h2>Quality against time</h2><div class='charts'>")
+        parts += [charts.div(pareto_chart(records, p["time"], p["quality"], p.get("better", "higher"))) for p in pareto]
+        parts.append("</div>")
+    for metric in report.get("charts", metrics[:4]):
+        parts.append(f"<h2>{html.escape(metric)} by parameter</h2><div class='charts'>")
+        parts += [charts.div(parameter_chart(records, p, metric)) for p in study.varied]
+        parts.append("</div>")
+    rows = []
+    for r in records:
+        name = _link(r["notebook"], r["name"])
+        cells = [f"<td class='{r['status']}'>{r['status']}</td><td>{name}</td>"]
+        cells += [_cell(r["varied"].get(p)) for p in study.varied] + [_cell(r["metrics"].get(m)) for m in metrics]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    parts += ["<h2>Runs</h2><p>Click a heading to sort; a run's name opens its executed notebook.</p>",
+              _table(["status", "run", *study.varied, *metrics], rows, sortable=True)]
+    failed = [r for r in records if r["status"] != "done"]
+    if failed:
+        rows = [f"<tr><td class='failed'>{r['status']}</td><td>{_link(r['notebook'], r['name'])}</td>"
+                f"<td>{html.escape(r['error'] or 'not run yet')}</td><td>{_link(r['log'], 'log') if r['log'] else ''}</td></tr>"
+                for r in failed]  # fmt: skip
+        parts += ["<h2>Failures and runs not finished</h2>", _table(["status", "run", "error", "log"], rows)]
+    parts += [f"<h2>Spec</h2><p><code>{html.escape(str(study.path))}</code>, profile {html.escape(study.profile)}</p>"
+              f"<pre>{html.escape(study.text)}</pre>",
+              "<h2>Machine</h2>", _table(["", ""], [f"<tr><td>{html.escape(k)}</td>{_cell(v)}</tr>" for k, v in machine_info.items()])]  # fmt: skip
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Study {html.escape(study.name)}</title>"
+            f"<script src='plotly.min.js'></script><style>{STYLE}</style></head><body>{''.join(parts)}"
+            f"<script>{SORT_JS}</script></body></html>")  # fmt: skip
+
+
+def results_csv(study, records):
+    """One row per run: name, status, every parameter, every metric, the error."""
+    params = list(dict.fromkeys(k for r in records for k in r["parameters"]))
+    metrics = metric_names(records)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["run", "status", *params, *metrics, "error"])
+    for r in records:
+        writer.writerow([r["name"], r["status"], *[_csv(r["parameters"].get(p)) for p in params],
+                         *[r["metrics"].get(m, "") for m in metrics], r["error"] or ""])  # fmt: skip
+    return buf.getvalue()
+
+
+def _csv(value):
+    return "" if value is None else value if isinstance(value, (str, int, float)) else json.dumps(value)
+
+
+def write_study_report(study, out, records, summary):
+    """``index.html``, ``plotly.min.js``, ``results.csv`` and ``results.json`` into ``out``; returns the page's path."""
+    out = Path(out)
+    js = plotly_js()
+    target = out / "plotly.min.js"
+    if not target.is_file() or target.stat().st_size != js.stat().st_size:
+        shutil.copyfile(js, target)
+    info = _read_json(out / "study.json") or {}
+    machine_info = info.get("machine") or machine()
+    claims = [judge_claim(c, records) for c in study.claims]
+    aggregate = {"study": study.name, "profile": study.profile, "notebook": str(study.notebook), "summary": summary,
+                 "varied": study.varied, "claims": claims, "machine": machine_info, "runs": records}  # fmt: skip
+    write_text_atomic(json.dumps(aggregate, indent=2) + "\n", out / "results.json")
+    write_text_atomic(results_csv(study, records), out / "results.csv")
+    return write_text_atomic(page(study, records, summary, machine_info), out / "index.html")

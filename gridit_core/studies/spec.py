@@ -1,0 +1,213 @@
+"""A study spec: one notebook, fixed parameters, a grid and/or a list of varied ones, and profiles that size the same
+study for a laptop (``cpu-small``) or a cluster (``gpu``); expanded here into runs, each keyed by its parameters.
+
+    name: grid-ablation
+    notebook: ../experiments/train.ipynb       # relative to the spec file
+    parameters: {DATA: builtin:bouncing}       # every run
+    grid: {ROWS: [2, 3], POS_EMBED: [grid2d, frame3d]}   # every combination...
+    list: [{SAMPLER: ddpm}, {SAMPLER: ddim}]   # ...with each of these
+    profiles:
+      cpu-small: {parameters: {TIME_BUDGET: 60}, jobs: 2}
+      gpu: {parameters: {...}, grid: {...}, executor: submitit, slurm: {gpus_per_node: 1, timeout_min: 240}}
+    report: {metrics: [coherence], pareto: [{time: train_seconds, quality: coherence}]}
+    claims: [...]   # see report.judge_claims
+
+A profile's ``parameters`` override the fixed ones, its ``grid`` entries replace or add grid entries by name and its
+``list`` replaces the list. ``OUT_DIR`` is the runner's: every run writes into its own folder.
+"""
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gridit_core.errors import GriditError
+from gridit_core.params import Param, check_params, read_parameters
+
+TOP_KEYS = ("name", "description", "notebook", "parameters", "grid", "list", "profiles", "report", "claims", "notes")
+PROFILE_KEYS = ("description", "parameters", "grid", "list", "jobs", "executor", "cluster", "slurm")
+EXECUTORS = ("local", "submitit")
+RESERVED = "OUT_DIR"  # set by the runner to each run's folder
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a study: its folder name (readable part + short hash), every parameter, and the varied ones."""
+
+    name: str
+    params: dict
+    varied: dict
+
+
+@dataclass
+class Study:
+    """A spec file with one profile applied: the notebook, the runs, and how to run and report them."""
+
+    name: str
+    path: Path  # the spec file
+    text: str  # the spec file as written
+    notebook: Path
+    profile: str
+    runs: list
+    varied: list  # names of the varied parameters, in spec order
+    jobs: int = 1
+    executor: str = "local"
+    cluster: str = ""  # submitit's cluster: "" (auto: slurm where sbatch exists), slurm, local, debug
+    slurm: dict = field(default_factory=dict)  # submitit AutoExecutor parameters (timeout_min, slurm_partition, ...)
+    description: str = ""
+    notes: str = ""
+    report: dict = field(default_factory=dict)
+    claims: list = field(default_factory=list)
+
+
+def read_spec(path):
+    """The spec file at ``path`` (``.yaml``/``.yml`` or ``.json``) as ``(dict, text)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise GriditError(f"study spec not found: {path}")
+    text = path.read_text()
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise GriditError(f"study spec {path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    elif path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise GriditError("YAML study specs need PyYAML: pip install -e '.[notebooks]' (or write the spec as JSON)") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise GriditError(f"study spec {path}: not valid YAML ({' '.join(str(e).split())})") from None
+    else:
+        raise GriditError(f"study spec {path}: expected a .yaml, .yml or .json file")
+    if not isinstance(data, dict):
+        raise GriditError(f"study spec {path} must be a mapping of {', '.join(TOP_KEYS)}")
+    return data, text
+
+
+def _mapping(value, what):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise GriditError(f"{what} must be a mapping, got {value!r}")
+    return value
+
+
+def _unknown(d, known, what):
+    extra = sorted(set(d) - set(known))
+    if extra:
+        raise GriditError(f"{what}: unknown keys {extra}; known: {', '.join(known)}")
+
+
+def _grid(value, what):
+    grid = _mapping(value, what)
+    for name, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise GriditError(f"{what}.{name} must be a non-empty list of values, got {values!r}")
+    return grid
+
+
+def _cases(value, what):
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(c, dict) and c for c in value):
+        raise GriditError(f"{what} must be a list of non-empty mappings of parameters, got {value!r}")
+    return value
+
+
+def expand(fixed, grid, cases):
+    """Every run's parameters: each case of ``cases`` (or none) with every combination of ``grid``, over ``fixed``;
+    repeated parameter sets are kept once."""
+    clash = sorted({k for c in cases for k in c} & set(grid))
+    if clash:
+        raise GriditError(f"parameters both in the grid and in the list: {clash}")
+    out, seen = [], set()
+    for case in cases or [{}]:
+        for combo in itertools.product(*grid.values()):
+            params = {**fixed, **case, **dict(zip(grid, combo))}
+            key = json.dumps(params, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                out.append(params)
+    return out
+
+
+def _slug(value):
+    text = value if isinstance(value, str) else json.dumps(value)
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "x"
+
+
+def run_name(params, varied):
+    """``arch-grid_rows-2_1a2b3c4d``: the varied parameters, readable, then 8 hex digits of a hash of them all."""
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    readable = "_".join(f"{_slug(k)}-{_slug(params[k])}" for k in varied)[:80].rstrip("_-")
+    return f"{readable}_{digest}" if readable else digest
+
+
+def notebook_params(notebook):
+    """``{NAME: Param}`` for a notebook: the library's spec for the experiment notebooks, else types from defaults."""
+    from gridit_core.studies.experiment import NOTEBOOK_PARAMS
+
+    defaults = read_parameters(notebook)
+    if RESERVED not in defaults:
+        raise GriditError(f"notebook {notebook} has no {RESERVED} parameter: a study notebook writes into its run folder")
+    known = NOTEBOOK_PARAMS.get(Path(notebook).name)
+    if known is not None and set(known) == set(defaults):
+        return defaults, known
+    return defaults, {k: Param(type(v) if type(v) in (int, float, str, bool) else str) for k, v in defaults.items()}
+
+
+def load_study(path, profile=None, base=None):
+    """The study of spec ``path`` under ``profile`` (default ``cpu-small``, else the first profile), every run's
+    parameters checked against the notebook before anything runs; ``base`` is where relative files are found."""
+    path = Path(path)
+    data, text = read_spec(path)
+    _unknown(data, TOP_KEYS, f"study spec {path}")
+    if "notebook" not in data:
+        raise GriditError(f"study spec {path} names no notebook")
+    notebook = (path.parent / str(data["notebook"])).resolve()
+    if not notebook.is_file():
+        raise GriditError(f"study spec {path}: notebook {data['notebook']} not found ({notebook})")
+    profiles = _mapping(data.get("profiles"), "profiles")
+    if profile is None:
+        profile = "cpu-small" if "cpu-small" in profiles else next(iter(profiles), "")
+    elif profile not in profiles:
+        raise GriditError(f"study spec {path} has no profile {profile!r}; it has: {', '.join(profiles) or 'none'}")
+    prof = _mapping(profiles.get(profile), f"profiles.{profile}")
+    _unknown(prof, PROFILE_KEYS, f"profiles.{profile}")
+    fixed = {**_mapping(data.get("parameters"), "parameters"), **_mapping(prof.get("parameters"), f"profiles.{profile}.parameters")}
+    grid = {**_grid(data.get("grid"), "grid"), **_grid(prof.get("grid"), f"profiles.{profile}.grid")}
+    cases = _cases(prof["list"] if "list" in prof else data.get("list"), "list")
+    varied = list(dict.fromkeys([*[k for c in cases for k in c], *grid]))
+    defaults, spec = notebook_params(notebook)
+    given = {*fixed, *varied}
+    if RESERVED in given:
+        raise GriditError(f"{RESERVED} is set by the study runner (each run's folder); remove it from the spec")
+    unknown = sorted(given - set(defaults))
+    if unknown:
+        raise GriditError(f"unknown parameters {unknown} for {notebook.name}; it takes: {', '.join(defaults)}")
+    runs = []
+    for params in expand(fixed, grid, cases):
+        params = {k: defaults[k] for k in varied if k not in params} | params  # a case that leaves one out: the default
+        try:
+            check_params({**defaults, **params}, spec, base)
+        except GriditError as e:
+            raise GriditError(f"run {json.dumps({k: params[k] for k in varied})}: {e}") from None
+        runs.append(Run(run_name(params, varied), params, {k: params[k] for k in varied}))
+    jobs = prof.get("jobs", 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise GriditError(f"profiles.{profile}.jobs must be an integer >= 1, got {jobs!r}")
+    executor = prof.get("executor", "local")
+    if executor not in EXECUTORS:
+        raise GriditError(f"profiles.{profile}.executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    return Study(
+        name=str(data.get("name") or path.stem), path=path, text=text, notebook=notebook, profile=profile, runs=runs,
+        varied=varied, jobs=jobs, executor=executor, cluster=str(prof.get("cluster") or ""),
+        slurm=_mapping(prof.get("slurm"), f"profiles.{profile}.slurm"), description=str(data.get("description") or ""),
+        notes=str(data.get("notes") or ""), report=_mapping(data.get("report"), "report"),
+        claims=_cases(data.get("claims"), "claims"),
+    )  # fmt: skip

@@ -1,0 +1,69 @@
+"""The study report: claims judged from runs, Pareto fronts, and the offline page with its aggregates."""
+
+import csv
+import io
+import json
+import re
+
+import pytest
+
+from gridit_core.studies.report import flatten, judge_claim, pareto_front, plotly_js, write_study_report
+from gridit_core.studies.spec import load_study
+
+
+def record(name, status="done", **metrics):
+    params = {"ARCH": name.split("-")[0], "SEED": int(name.split("-")[1])}
+    return {"name": name, "status": status, "parameters": params, "varied": params, "metrics": metrics,
+            "results": {"metrics": metrics}, "error": None if status == "done" else "ValueError: boom",
+            "notebook": f"runs/{name}/toy.ipynb", "log": None}  # fmt: skip
+
+
+def test_flatten_keeps_numeric_leaves_with_dotted_keys():
+    assert flatten({"a": 1, "b": {"c": 2.5, "d": "x", "e": [1]}, "f": True, "g": float("nan")}) == {"a": 1, "b.c": 2.5, "f": 1}
+
+
+def test_a_claim_holds_fails_or_is_inconclusive_by_the_spread_of_its_runs():
+    runs = [record("grid-0", t=1.0), record("grid-1", t=1.2), record("tensor-0", t=3.0), record("tensor-1", t=2.6)]
+    claim = {"id": "a", "metric": "t", "better": "lower", "a": {"ARCH": "grid"}, "b": {"ARCH": "tensor"}}
+    assert judge_claim({**claim, "factor": 2.0}, runs)["verdict"] == "holds"  # worst pair: 2.6 / 1.2 > 2
+    out = judge_claim({**claim, "factor": 2.4}, runs)  # mean 2.8 / 1.1, worst 2.17, best 3.0
+    assert out["verdict"] == "inconclusive" and out["measured"] == pytest.approx(2.8 / 1.1)
+    assert judge_claim({**claim, "factor": 3.5}, runs)["verdict"] == "does not hold"
+    assert judge_claim({**claim, "better": "higher", "factor": 1.0}, runs)["verdict"] == "does not hold"
+    missing = judge_claim({**claim, "b": {"ARCH": "msc"}}, runs)
+    assert (missing["verdict"], missing["why"]) == ("inconclusive", "runs missing or failed")
+    zeros = [record("grid-0", s=0.0), record("tensor-0", s=0.0)]
+    assert judge_claim({"metric": "s", "a": {"ARCH": "grid"}, "b": {"ARCH": "tensor"}}, zeros)["verdict"] == "inconclusive"
+
+
+def test_pareto_front_keeps_the_points_no_other_beats_on_time_and_quality():
+    points = [(1.0, 0.2), (2.0, 0.1), (2.0, 0.5), (3.0, 0.4), (4.0, 0.9)]
+    assert pareto_front(points) == [0, 2, 4]
+    assert pareto_front(points, higher=False) == [0, 1]
+
+
+def test_the_report_opens_offline_with_one_local_plotly_and_links_every_run(toy_notebook, write_spec, tmp_path):
+    study = load_study(write_spec({"name": "toy", "notebook": "nb/toy.ipynb", "grid": {"X": [1, 2]},
+                                   "report": {"pareto": [{"time": "seconds", "quality": "y"}]},
+                                   "claims": [{"id": "a", "claim": "two beats one", "metric": "y",
+                                               "a": {"X": 2}, "b": {"X": 1}, "factor": 2}]}))  # fmt: skip
+    done, failed = study.runs
+    records = [{"name": done.name, "status": "done", "parameters": done.params, "varied": done.varied,
+                "metrics": {"y": 1, "seconds": 0.1}, "results": {}, "error": None,
+                "notebook": f"runs/{done.name}/toy.ipynb", "log": None},
+               {"name": failed.name, "status": "failed", "parameters": failed.params, "varied": failed.varied,
+                "metrics": {}, "results": None, "error": "ValueError: boom", "notebook": f"runs/{failed.name}/toy.ipynb",
+                "log": f"runs/{failed.name}/log.txt"}]  # fmt: skip
+    out = tmp_path / "report"
+    out.mkdir()
+    page = write_study_report(study, out, records, {"done": 1, "failed": 1, "seconds": 3.0}).read_text()
+    assert (out / "plotly.min.js").read_bytes() == plotly_js().read_bytes()
+    scripts = re.findall(r"<script[^>]*src=['\"]([^'\"]+)", page)
+    assert scripts == ["plotly.min.js"] and "cdn" not in page.lower()
+    assert page.count("Plotly.newPlot") == 3  # the Pareto chart, y by X, seconds by X
+    assert f'href="runs/{done.name}/toy.ipynb"' in page and f'href="runs/{failed.name}/log.txt"' in page
+    assert "ValueError: boom" in page and "inconclusive" in page and "two beats one" in page
+    rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert [(r["run"], r["status"], r["X"], r["y"]) for r in rows] == [(done.name, "done", "1", "1"), (failed.name, "failed", "2", "")]
+    aggregate = json.loads((out / "results.json").read_text())
+    assert aggregate["claims"][0]["verdict"] == "inconclusive" and len(aggregate["runs"]) == 2
