@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 from gridit_core.diffusion import Diffusion, DiffusionConfig  # noqa: E402
 from gridit_core.models import build_model  # noqa: E402
+from gridit_core.models.msc import paper_flops  # noqa: E402
 from gridit_core.rollout import generate_rollout  # noqa: E402
 from gridit_core.sequence import generate_frames  # noqa: E402
 from gridit_core.superres import build_sr_model, upscale_frames  # noqa: E402
@@ -36,6 +37,7 @@ from gridit_core.util.io import write_bytes_atomic, write_text_atomic  # noqa: E
 REPO = Path(__file__).resolve().parents[1]
 SIZE = "DiT-N/4"
 MSC = dict(window=3, p_frames=1, pool=2, i_stride=2, i_frames=2)  # the defaults of `gridit train --arch msc`
+COST = {k: MSC[k] for k in ("window", "p_frames", "pool", "i_stride")}  # what the paper's formulas take
 
 
 def video_model(arch, frame_size, frames, seed=0):
@@ -52,16 +54,6 @@ def median_time(fn, repeats):
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def paper_flops(arch, tokens, hidden, cfg):
-    """The MSC paper's per-layer cost formulas (batch 1): full attention ``8sh^2 + 2s^2h``; High-Res
-    ``2sh^2 + s^2h / (2 w^2 v)``; Low-Res ``2sh^2 / r^2 + s^2h / (2 r^2 d)``."""
-    s, h = tokens, hidden
-    if arch == "tensor":
-        return 8 * s * h * h + 2 * s * s * h
-    w, v, r, d = cfg["window"], max(cfg["p_frames"], 1), cfg["pool"], cfg["i_stride"]
-    return 2 * s * h * h + s * s * h / (2 * w * w * v) + 2 * s * h * h / r**2 + s * s * h / (2 * r * r * d)
 
 
 def attention_flops(arch, frames, frame_tokens, hidden, cfg):
@@ -95,7 +87,7 @@ def by_length(lengths, repeats, frame_size=16):
             train = median_time(step, max(1, repeats // 2))
             tokens = t_len * (frame_size // 4) ** 2
             rows.append({"arch": arch, "frames": t_len, "tokens": tokens, "forward_s": fwd, "train_step_s": train,
-                         "paper_flops_per_layer": paper_flops(arch, tokens, 128, MSC),
+                         "paper_flops_per_layer": paper_flops(arch, tokens, 128, **COST),
                          "attention_flops_per_layer": attention_flops(arch, t_len, (frame_size // 4) ** 2, 128, MSC)})  # fmt: skip
             print(f"  {arch:6s} T={t_len:4d}: forward {fwd * 1e3:8.1f} ms, train step {train * 1e3:8.1f} ms", flush=True)
     return rows

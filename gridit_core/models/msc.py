@@ -234,6 +234,17 @@ def reach(config, n_frames, frame, y, x, block=0):
     return {"high": high, "low": low.expand(n_frames, h, w).clone(), "pool": r}
 
 
+def paper_flops(arch, tokens, hidden, *, window=3, p_frames=1, pool=2, i_stride=2):
+    """The MSC paper's per-layer cost formulas for ``tokens`` tokens of width ``hidden`` (batch 1): full attention
+    ``8sh^2 + 2s^2h``; MSC = High-Res ``2sh^2 + s^2h / (2 w^2 v)`` + Low-Res ``2sh^2 / r^2 + s^2h / (2 r^2 d)``.
+    ``v`` counts at least 1 frame (the formula divides by it)."""
+    s, h = tokens, hidden
+    if arch == "tensor":
+        return 8 * s * h * h + 2 * s * s * h
+    w, v, r, d = window, max(p_frames, 1), pool, i_stride
+    return 2 * s * h * h + s * s * h / (2 * w * w * v) + 2 * s * h * h / r**2 + s * s * h / (2 * r * r * d)
+
+
 class BranchGate(nn.Module):
     """Per-frame weights of the two branches from that frame's noise-level embedding: ``2 * softmax(W c + b)``.
 

@@ -167,3 +167,16 @@ def test_reach_maps_match_the_gathered_keys(light_cone):
         gathered = set(index[f, y * w + x][valid[f, y * w + x]].tolist())
         assert gathered == set(seen["high"].flatten().nonzero().flatten().tolist())
         assert set(frames[f][ok[f]].tolist()) == set(seen["low"][:, 0, 0].nonzero().flatten().tolist())
+
+
+def test_paper_flops_follow_the_papers_formulas():
+    from gridit_core.models.msc import paper_flops
+
+    s, h = 1024, 128
+    assert paper_flops("tensor", s, h) == 8 * s * h * h + 2 * s * s * h
+    # w=3, v=1, r=2, d=2: 2sh^2 + s^2h/18 + sh^2/2 + s^2h/16
+    assert paper_flops("msc", s, h, window=3, p_frames=1, pool=2, i_stride=2) == pytest.approx(
+        2 * s * h * h + s * s * h / 18 + s * h * h / 2 + s * s * h / 16
+    )
+    ratio = [paper_flops("tensor", n, h) / paper_flops("msc", n, h) for n in (256, 4096, 65536)]
+    assert ratio[0] < ratio[1] < ratio[2]  # the saving grows with the sequence: quadratic against ~s^2/17
