@@ -32,6 +32,7 @@ _SAMPLING = {  # shared by train.ipynb and sample.ipynb
     "SAMPLE_FRAMES": Param(str),
     "N_SAMPLES": Param(int, low=1),
     "POSITION_WINDOW": Param(int, low=4),
+    "METRICS": Param(str),
     "I3D": Param(str, file=True),
     "DEVICE": Param(str),
     "SEED": Param(int),
@@ -91,16 +92,36 @@ def _lengths(text):
     return lengths
 
 
-def check(values, notebook):
-    """The parameters of ``notebook`` (``"train.ipynb"``, ...) checked in one call: the notebook's first cell."""
-    params = check_params(values, NOTEBOOK_PARAMS[notebook])
+def check(values, notebook, base=None):
+    """The parameters of ``notebook`` (``"train.ipynb"``, ...) checked in one call (the notebook's first cell, and
+    ``gridit study`` for every run before any starts); train.ipynb's model is built on the meta device, so settings
+    it cannot take are refused here. ``base`` is where relative files start."""
+    params = check_params(values, NOTEBOOK_PARAMS[notebook], base)
     if notebook == "evaluate.ipynb" and not params["SAMPLES"]:
         raise GriditError("SAMPLES must name sampled sequences (a gridit sample output, a folder of them, or a GIF)")
     if "SAMPLE_FRAMES" in params:
         _lengths(params["SAMPLE_FRAMES"])
-    if params.get("ARCH") == "msc":
-        _pool(params["POOL"])
+        wanted = _metrics(params["METRICS"])
+        if not wanted or set(wanted) - {"coherence", "fvd"}:
+            raise GriditError(f"METRICS must list coherence and/or fvd, got {params['METRICS']!r}")
+        if "fvd" in wanted and not params["I3D"]:
+            raise GriditError("METRICS has fvd: set I3D to a local I3D weights file (nothing is downloaded)")
+    if notebook == "train.ipynb":
+        from gridit_core.training import build_model_and_diffusion
+
+        cfg = train_config(params)
+        if cfg.vae:
+            return params
+        try:
+            with torch.device("meta"):
+                build_model_and_diffusion(cfg)
+        except (TypeError, ValueError) as e:
+            raise GriditError(f"{cfg.arch} model {cfg.model}: {' '.join(str(e).split())}") from None
     return params
+
+
+def _metrics(text):
+    return [m.strip() for m in str(text).split(",") if m.strip()]
 
 
 def _pool(text):
@@ -116,7 +137,7 @@ def _pool(text):
 
 def train_config(p):
     """The ``TrainConfig`` of train.ipynb's parameters ``p``: the quickstart's recipe (cosine schedule, EMA with
-    warm-up, the demo's balls for ``builtin:bouncing``) with the family, size, layout and optimiser given."""
+    warm-up, the demo's balls for ``builtin:bouncing``, scaled with the frame) with the family, size, layout and optimiser given."""
     from gridit_core.recipes import QUICKSTART
 
     kwargs = {"grid": {}, "tensor": {"attention": p["ATTENTION"]},
@@ -128,8 +149,13 @@ def train_config(p):
         batch_size=p["BATCH_SIZE"], lr=p["LR"], warmup=p["WARMUP"], n_sequences=p["N_SEQUENCES"],
         diffusion={**QUICKSTART.diffusion, "prediction": p["PREDICTION"]}, model_kwargs=kwargs, init=p["INIT"],
         seed=p["SEED"], device=p["DEVICE"], ckpt_every=p["STEPS"], sampling={},
-        builtin=QUICKSTART.builtin if p["DATA"] == "builtin:bouncing" else {},
+        builtin=_demo_balls(QUICKSTART.builtin, p["FRAME_SIZE"] / QUICKSTART.frame_size) if p["DATA"] == "builtin:bouncing" else {},
     )  # fmt: skip
+
+
+def _demo_balls(builtin, k):
+    """The demo's balls at ``k`` times the demo's frame size: radius and speed scaled with it."""
+    return {**builtin, **{f: tuple(k * v for v in builtin[f]) for f in ("radius", "speed")}}
 
 
 def data_subset(dataset, cfg, fraction):
@@ -278,8 +304,8 @@ def position_figure(by_length):
 
 
 def sample_and_score(model, diffusion, cfg, p, out_dir, *, ckpt, codec=None, device="cpu", real=None):
-    """Sample at every length of ``p["SAMPLE_FRAMES"]``, score each with ``evaluate.evaluate`` (coherence; FVD too
-    with ``p["I3D"]``) and along the sequence; returns ``(metrics, details, samples)``: flat metrics suffixed by
+    """Sample at every length of ``p["SAMPLE_FRAMES"]``, score each with ``evaluate.evaluate`` (``p["METRICS"]``:
+    coherence, also along the sequence, and FVD for lengths of 16 frames or more); returns ``(metrics, details, samples)``: flat metrics suffixed by
     length (the first length's also unsuffixed), the full evaluations, and uint8 samples per length."""
     from gridit_core.evaluate import evaluate
 
@@ -290,17 +316,20 @@ def sample_and_score(model, diffusion, cfg, p, out_dir, *, ckpt, codec=None, dev
         folder = Path(out_dir) / "samples" / f"{n}f"
         frames, s_per_frame = sample_to_folder(model, diffusion, cfg, n, p["N_SAMPLES"], settings, folder,
                                                seed=p["SEED"], device=device, codec=codec)  # fmt: skip
-        fvd = bool(p["I3D"]) and n >= 16
-        result = evaluate(folder, real, metrics=("coherence", "fvd") if fvd else ("coherence",), i3d=p["I3D"] or None,
-                          frames=16, ckpt=ckpt, device=device)  # fmt: skip
-        coh = result["metrics"]["coherence"]
-        flat = {"sample_seconds_per_frame": s_per_frame, "coherence": coh["samples"]["score"],
-                "coherence_real": coh["real"]["score"], "coherence_shuffled": coh["shuffled"]["score"],
-                **{k: coh["samples"][k] for k in COMPONENTS if k in coh["samples"]}}  # fmt: skip
-        if fvd:
-            flat["fvd"] = result["metrics"]["fvd"]["samples"]
-        details["eval"][str(n)] = result
-        details["by_position"][str(n)] = coherence_by_position(frames, real, frames.shape[2], p["POSITION_WINDOW"], ckpt)
+        flat = {"sample_seconds_per_frame": s_per_frame}
+        wanted = [m for m in _metrics(p["METRICS"]) if m != "fvd" or n >= 16]  # FVD takes clips of 16 frames
+        if wanted:
+            result = evaluate(folder, real, metrics=wanted, i3d=p["I3D"] or None, frames=16, ckpt=ckpt, device=device)
+            details["eval"][str(n)] = result
+            if "coherence" in wanted:
+                coh = result["metrics"]["coherence"]
+                flat |= {"coherence": coh["samples"]["score"], "coherence_real": coh["real"]["score"],
+                         "coherence_shuffled": coh["shuffled"]["score"],
+                         **{k: coh["samples"][k] for k in COMPONENTS if k in coh["samples"]}}  # fmt: skip
+                details["by_position"][str(n)] = coherence_by_position(frames, real, frames.shape[2], p["POSITION_WINDOW"], ckpt)
+            if "fvd" in wanted:
+                flat["fvd"] = result["metrics"]["fvd"]["samples"]
+        flat = {k: v for k, v in flat.items() if v is not None}  # a component with nothing to measure (no balls found)
         metrics.update({f"{k}_{n}": v for k, v in flat.items()})
         if not samples:
             metrics.update(flat)

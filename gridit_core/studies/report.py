@@ -283,7 +283,7 @@ def page(study, records, summary, machine_info):
         parts.append("<h2>Quality against time</h2><div class='charts'>")
         parts += [charts.div(pareto_chart(records, p["time"], p["quality"], p.get("better", "higher"))) for p in pareto]
         parts.append("</div>")
-    for metric in report.get("charts", metrics[:4]):
+    for metric in [m for m in report.get("charts") or metrics[:4] if m in metrics]:
         parts.append(f"<h2>{html.escape(metric)} by parameter</h2><div class='charts'>")
         parts += [charts.div(parameter_chart(records, p, metric)) for p in study.varied]
         parts.append("</div>")

@@ -9,11 +9,13 @@ failed and unfinished ones, so an interruption loses at most the runs in flight.
 """
 
 import collections
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -173,6 +175,22 @@ def run_submitit(out, study, runs, jobs, bar):
             job.cancel(check=False)
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """``kill`` (SIGTERM) handled as Ctrl-C while the runs go: the runs in flight are stopped and the report written."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_study(study, out, *, jobs=None, executor=None, resume=False, progress=True):
     """Run ``study`` into ``out`` and write its report; returns the counts ``{"done", "skipped", "failed", "not_run",
     "seconds", "stopped"}`` and the report's path. Ctrl-C stops the runs in flight (``stopped``: they count as not
@@ -192,8 +210,9 @@ def run_study(study, out, *, jobs=None, executor=None, resume=False, progress=Tr
     bar = tqdm(total=len(todo), desc=f"study {study.name}", unit="run", disable=not progress)
     interrupted = False
     try:
-        if todo:
-            (run_local(out, todo, jobs, bar) if executor == "local" else run_submitit(out, study, todo, jobs, bar))
+        with _terminate_as_interrupt():
+            if todo:
+                (run_local(out, todo, jobs, bar) if executor == "local" else run_submitit(out, study, todo, jobs, bar))
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -28,6 +28,8 @@ from gridit_core.params import Param, check_params, read_parameters
 
 TOP_KEYS = ("name", "description", "notebook", "parameters", "grid", "list", "profiles", "report", "claims", "notes")
 PROFILE_KEYS = ("description", "parameters", "grid", "list", "jobs", "executor", "cluster", "slurm")
+REPORT_KEYS = ("metrics", "charts", "pareto")
+CLAIM_KEYS = ("id", "claim", "metric", "metric_a", "metric_b", "better", "factor", "a", "b")
 EXECUTORS = ("local", "submitit")
 RESERVED = "OUT_DIR"  # set by the runner to each run's folder
 
@@ -120,8 +122,8 @@ def _cases(value, what):
 
 
 def expand(fixed, grid, cases):
-    """Every run's parameters: each case of ``cases`` (or none) with every combination of ``grid``, over ``fixed``;
-    repeated parameter sets are kept once."""
+    """Every run as ``(parameters, named)``: each case of ``cases`` (or none) with every combination of ``grid``,
+    over ``fixed``; ``named`` are the names the case and the grid set. Repeated parameter sets are kept once."""
     clash = sorted({k for c in cases for k in c} & set(grid))
     if clash:
         raise GriditError(f"parameters both in the grid and in the list: {clash}")
@@ -132,7 +134,7 @@ def expand(fixed, grid, cases):
             key = json.dumps(params, sort_keys=True)
             if key not in seen:
                 seen.add(key)
-                out.append(params)
+                out.append((params, [*case, *grid]))
     return out
 
 
@@ -141,24 +143,46 @@ def _slug(value):
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "x"
 
 
-def run_name(params, varied):
-    """``arch-grid_rows-2_1a2b3c4d``: the varied parameters, readable, then 8 hex digits of a hash of them all."""
+def run_name(params, named):
+    """``arch-grid_rows-2_1a2b3c4d``: the parameters the run's list entry and the grid name, readable, then 8 hex
+    digits of a hash of every parameter."""
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-    readable = "_".join(f"{_slug(k)}-{_slug(params[k])}" for k in varied)[:80].rstrip("_-")
+    readable = "_".join(f"{_slug(k)}-{_slug(params[k])}" for k in named)[:80].rstrip("_-")
     return f"{readable}_{digest}" if readable else digest
 
 
 def notebook_params(notebook):
-    """``{NAME: Param}`` for a notebook: the library's spec for the experiment notebooks, else types from defaults."""
-    from gridit_core.studies.experiment import NOTEBOOK_PARAMS
+    """``(defaults, check)`` for a notebook: its parameters cell, and ``check(values, base)``: the library's check of
+    an experiment notebook, else each value held to its default's type."""
+    from gridit_core.studies import experiment
 
     defaults = read_parameters(notebook)
     if RESERVED not in defaults:
         raise GriditError(f"notebook {notebook} has no {RESERVED} parameter: a study notebook writes into its run folder")
-    known = NOTEBOOK_PARAMS.get(Path(notebook).name)
-    if known is not None and set(known) == set(defaults):
-        return defaults, known
-    return defaults, {k: Param(type(v) if type(v) in (int, float, str, bool) else str) for k, v in defaults.items()}
+    name = Path(notebook).name
+    if set(experiment.NOTEBOOK_PARAMS.get(name, {})) == set(defaults):
+        return defaults, lambda values, base: experiment.check(values, name, base)
+    spec = {k: Param(type(v) if type(v) in (int, float, str, bool) else str) for k, v in defaults.items()}
+    return defaults, lambda values, base: check_params(values, spec, base)
+
+
+def _check_report(report, claims):
+    """The ``report`` and ``claims`` sections, checked now rather than after the runs."""
+    _unknown(report, REPORT_KEYS, "report")
+    for key in ("metrics", "charts"):
+        if not isinstance(report.get(key, []), list):
+            raise GriditError(f"report.{key} must be a list of metric names, got {report[key]!r}")
+    for chart in report.get("pareto") or []:
+        if not isinstance(chart, dict) or not {"time", "quality"} <= set(chart) or chart.get("better", "higher") not in ("higher", "lower"):
+            raise GriditError(f"report.pareto entries are {{time: METRIC, quality: METRIC, better: higher|lower}}, got {chart!r}")
+    for claim in claims:
+        _unknown(claim, CLAIM_KEYS, f"claim {claim.get('id', '?')}")
+        if not all(claim.get(f"metric_{side}", claim.get("metric")) for side in "ab"):
+            raise GriditError(f"claim {claim.get('id', '?')} names no metric (metric, or metric_a and metric_b)")
+        if claim.get("better", "higher") not in ("higher", "lower") or not isinstance(claim.get("factor", 1), (int, float)):
+            raise GriditError(f"claim {claim.get('id', '?')}: better is higher or lower, factor a number")
+        if not all(isinstance(claim.get(side, {}), dict) for side in "ab"):
+            raise GriditError(f"claim {claim.get('id', '?')}: a and b select runs by parameters, {{NAME: value}}")
 
 
 def load_study(path, profile=None, base=None):
@@ -183,7 +207,7 @@ def load_study(path, profile=None, base=None):
     grid = {**_grid(data.get("grid"), "grid"), **_grid(prof.get("grid"), f"profiles.{profile}.grid")}
     cases = _cases(prof["list"] if "list" in prof else data.get("list"), "list")
     varied = list(dict.fromkeys([*[k for c in cases for k in c], *grid]))
-    defaults, spec = notebook_params(notebook)
+    defaults, check = notebook_params(notebook)
     given = {*fixed, *varied}
     if RESERVED in given:
         raise GriditError(f"{RESERVED} is set by the study runner (each run's folder); remove it from the spec")
@@ -191,23 +215,24 @@ def load_study(path, profile=None, base=None):
     if unknown:
         raise GriditError(f"unknown parameters {unknown} for {notebook.name}; it takes: {', '.join(defaults)}")
     runs = []
-    for params in expand(fixed, grid, cases):
+    for params, named in expand(fixed, grid, cases):
         params = {k: defaults[k] for k in varied if k not in params} | params  # a case that leaves one out: the default
         try:
-            check_params({**defaults, **params}, spec, base)
+            check({**defaults, **params}, base)
         except GriditError as e:
-            raise GriditError(f"run {json.dumps({k: params[k] for k in varied})}: {e}") from None
-        runs.append(Run(run_name(params, varied), params, {k: params[k] for k in varied}))
+            raise GriditError(f"run {json.dumps({k: params[k] for k in named})}: {e}") from None
+        runs.append(Run(run_name(params, named), params, {k: params[k] for k in varied}))
     jobs = prof.get("jobs", 1)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise GriditError(f"profiles.{profile}.jobs must be an integer >= 1, got {jobs!r}")
     executor = prof.get("executor", "local")
     if executor not in EXECUTORS:
         raise GriditError(f"profiles.{profile}.executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    report, claims = _mapping(data.get("report"), "report"), _cases(data.get("claims"), "claims")
+    _check_report(report, claims)
     return Study(
         name=str(data.get("name") or path.stem), path=path, text=text, notebook=notebook, profile=profile, runs=runs,
         varied=varied, jobs=jobs, executor=executor, cluster=str(prof.get("cluster") or ""),
         slurm=_mapping(prof.get("slurm"), f"profiles.{profile}.slurm"), description=str(data.get("description") or ""),
-        notes=str(data.get("notes") or ""), report=_mapping(data.get("report"), "report"),
-        claims=_cases(data.get("claims"), "claims"),
+        notes=str(data.get("notes") or ""), report=report, claims=claims,
     )  # fmt: skip

@@ -38,7 +38,7 @@ def write_spec(tmp_path):
         else:
             import yaml
 
-            path.write_text(yaml.safe_dump(spec))
+            path.write_text(yaml.safe_dump(spec, sort_keys=False))
         return path
 
     return write
