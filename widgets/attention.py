@@ -52,12 +52,13 @@ class AttentionState:
     """The inspector's settings and what they show. ``loaded`` is a ``widgets.common.Loaded``; ``sequence`` as for
     ``as_frames`` (pixel frames; a latent model's codec encodes them)."""
 
-    def __init__(self, loaded, sequence, *, t=None, seed=0):
+    def __init__(self, loaded, sequence, *, t=None, layer=None, seed=0):
         self.loaded, self.seed = loaded, seed
         model = loaded.model
         self.depth, self.heads = len(model.blocks), model.blocks[0].attn.num_heads
         self.t = loaded.diffusion.num_steps // 4 if t is None else int(t)
-        self.layer, self.view, self.mode, self.branch = self.depth - 1, "layer", "mean", "both"
+        self.layer = self.depth - 1 if layer is None else min(max(int(layer), 0), self.depth - 1)
+        self.view, self.mode, self.branch = "layer", "mean", "both"
         self.checked = set(range(self.heads))
         self.start, self.token = 0, None
         self.frames = None

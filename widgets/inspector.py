@@ -16,7 +16,7 @@ class AttentionInspector(W.VBox):
     """Attention across frames of ``model_or_ckpt`` (a checkpoint path or a model object) on ``sequence`` (frames
     ``(T, 3, H, W)`` in [-1, 1], uint8 frames, or a SequenceSampler after a run); see widgets/README.md."""
 
-    def __init__(self, model_or_ckpt, sequence=None, *, diffusion=None, t=None, device="cpu"):
+    def __init__(self, model_or_ckpt, sequence=None, *, diffusion=None, t=None, layer=None, device="cpu"):
         self.state = None
         self.status = W.HTML()
         self.layer = W.IntSlider(min=0, max=0, description="layer", continuous_update=False)
@@ -54,14 +54,16 @@ class AttentionInspector(W.VBox):
             self.gate_box,
             W.HBox([self.snap_path, self.snap_button]),
         ])  # fmt: skip
-        self._open(model_or_ckpt, sequence, diffusion, t, device)
+        self.add_class("gridit-inspector")
+        self.status.add_class("gridit-status")
+        self._open(model_or_ckpt, sequence, diffusion, t, layer, device)
 
     @guarded
-    def _open(self, source, sequence, diffusion, t, device):
+    def _open(self, source, sequence, diffusion, t, layer, device):
         loaded = load_stage1(source, diffusion, device=device)
         if sequence is None:
             raise GriditError("give a sequence: frames (T, 3, H, W), uint8 frames, or a SequenceSampler after a run")
-        self.state = AttentionState(loaded, sequence, t=t)
+        self.state = AttentionState(loaded, sequence, t=t, layer=layer)
         self._fill_controls()
         self.redraw()
 

@@ -57,7 +57,7 @@ class SequenceSampler(W.VBox):
         self.seed = _int("seed", seed, max=2**63 - 1)
         self.n_frames = _int("frames", frames, min=1)
         self.every = _int("live every", 1, min=1)
-        self.trace = _int("trajectory of", 0)
+        self.trace = _int("trajectory of", 0, style={"description_width": "initial"})
         self.sr_controls = {"steps": _int("sr steps", 50, min=1), "batch": _int("sr batch", SR_BATCH, min=1),
                             "aug_level": W.BoundedFloatText(value=SAMPLE_AUG, min=0, max=1, step=0.05, description="noise level")}
         self.run_button = W.Button(description="Run", button_style="success", icon="play")
@@ -77,6 +77,9 @@ class SequenceSampler(W.VBox):
         self.save_button = W.Button(description="Save frames + GIF", icon="save")
         self._wire()
         super().__init__(self._layout())
+        for widget, name in ((self, "gridit-sampler"), (self.status, "gridit-status"), (self.view_lr, "gridit-frame-lr"),
+                             (self.live_x, "gridit-live-x"), (self.n_frames, "gridit-frames")):
+            widget.add_class(name)  # stable handles for the browser test and for styling
         if ckpt is not None:
             self.load(ckpt, diffusion=diffusion)
 
@@ -93,7 +96,7 @@ class SequenceSampler(W.VBox):
             W.HBox([self.ckpt, self.load_button]), self.sr_ckpt, self.status, settings, self.sr_box,
             W.HBox([self.run_button, self.stop_button, self.bar, self.bar_label]),
             labelled("live: x_t | predicted x0", W.HBox([self.live_x, self.live_x0])),
-            labelled("frames: low resolution | stage 2", W.HBox([self.play, self.frame]), W.HBox([self.view_lr, self.view_hr])),
+            labelled("frames (and stage 2 beside them, when it ran)", W.HBox([self.play, self.frame]), W.HBox([self.view_lr, self.view_hr])),
             labelled("trajectory of one grid: x_t | predicted x0", W.HBox([self.step, self.step_label]),
                      W.HBox([self.traj_x, self.traj_x0])),
             W.HBox([self.out_dir, self.overwrite, self.save_button]),
@@ -235,6 +238,7 @@ class SequenceSampler(W.VBox):
         i = min(self.frame.value, len(run.frames) - 1)
         lr = to_uint8(run.frames[i])
         self.view_lr.value = png_bytes(zoom(lr, display_zoom(lr.shape[0])))
+        self.view_hr.layout.display = "" if i < len(run.hr) else "none"  # no empty picture beside the frame
         if i < len(run.hr):
             hr = to_uint8(run.hr[i])
             self.view_hr.value = png_bytes(zoom(hr, display_zoom(hr.shape[0])))

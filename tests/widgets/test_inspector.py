@@ -40,7 +40,8 @@ def test_the_frame_matrix_is_a_distribution_per_query_frame_and_controls_change_
 
 
 def test_a_click_on_a_patch_picks_its_token_and_redraws_its_map(ckpts):
-    w = AttentionInspector(str(ckpts["grid"]), sequence=frames(4))
+    w = AttentionInspector(str(ckpts["grid"]), sequence=frames(4), layer=0)
+    assert w.layer.value == w.state.layer == 0
     z = w.state.zoom  # 16 px frames drawn 8x: 128 px per frame, 32 px per 4-px patch, 2 px between frames
     picture, m = w.patches.png, matrix(w)
     w.patches.press(128 + 2 + 3 * 32 + 5, 10)  # frame 1 (top right of the 2x2 grid), patch row 0, column 3
