@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_PINS ?= "torch==2.14.1" "torchvision==0.29.1"
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ bench: setup
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/coherence.py
 	$(PY) benchmarks/stage2_fidelity.py
+
+# JupyterLab on notebooks/ (the tutorials, widgets included); e.g. make lab LAB_ARGS="--no-browser --port 8889"
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) reports/quickstart
