@@ -1,0 +1,97 @@
+"""Study specs: expansion of grid and list, run names, profiles, and every parameter checked before a run starts."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gridit_core.errors import GriditError
+from gridit_core.studies.spec import expand, load_study, run_name
+
+STUDIES = Path(__file__).resolve().parents[2] / "notebooks" / "studies"
+
+
+def test_expand_crosses_each_list_case_with_the_grid_over_the_fixed_parameters_once_each():
+    runs = expand({"A": 0, "B": 1}, {"C": [1, 2]}, [{"B": 5}, {"B": 5}, {"D": 3}])
+    assert [params for params, _ in runs] == [{"A": 0, "B": 5, "C": 1}, {"A": 0, "B": 5, "C": 2},
+                                              {"A": 0, "B": 1, "D": 3, "C": 1}, {"A": 0, "B": 1, "D": 3, "C": 2}]  # fmt: skip
+    assert [named for _, named in runs] == [["B", "C"], ["B", "C"], ["D", "C"], ["D", "C"]]
+    assert expand({"A": 0}, {}, []) == [({"A": 0}, [])]
+    with pytest.raises(GriditError, match=r"both in the grid and in the list: \['C'\]"):
+        expand({}, {"C": [1]}, [{"C": 2}])
+
+
+def test_run_names_are_readable_and_keyed_by_every_parameter():
+    name = run_name({"ARCH": "msc", "POOL": "1,2", "STEPS": 10}, ["ARCH", "POOL"])
+    assert name.startswith("arch-msc_pool-1-2_") and len(name.rsplit("_", 1)[1]) == 8
+    assert name == run_name({"STEPS": 10, "POOL": "1,2", "ARCH": "msc"}, ["ARCH", "POOL"])  # order does not matter
+    assert name != run_name({"ARCH": "msc", "POOL": "1,2", "STEPS": 11}, ["ARCH", "POOL"])  # a fixed one does
+
+
+def test_a_profile_overrides_fixed_parameters_replaces_grid_entries_and_sets_how_to_run(toy_notebook, write_spec):
+    spec = write_spec({"name": "toy", "notebook": "nb/toy.ipynb", "parameters": {"SLEEP": 1.0}, "grid": {"X": [1, 2, 3]},
+                       "profiles": {"gpu": {"parameters": {"SLEEP": 0.5}, "executor": "submitit", "slurm": {"timeout_min": 5}},
+                                    "cpu-small": {"grid": {"X": [4]}, "jobs": 2}}})  # fmt: skip
+    small = load_study(spec)  # cpu-small by default
+    assert small.profile == "cpu-small" and small.jobs == 2 and small.executor == "local"
+    assert [r.params for r in small.runs] == [{"SLEEP": 1.0, "X": 4}] and small.varied == ["X"]
+    gpu = load_study(spec, "gpu")
+    assert [r.params["X"] for r in gpu.runs] == [1, 2, 3] and gpu.runs[0].params["SLEEP"] == 0.5
+    assert gpu.executor == "submitit" and gpu.slurm == {"timeout_min": 5}
+    assert gpu.notebook == toy_notebook.resolve()
+
+
+def test_yaml_and_json_specs_read_alike(toy_notebook, write_spec):
+    spec = {"notebook": "nb/toy.ipynb", "list": [{"X": 1}, {"X": 2, "SLEEP": 0.5}]}
+    as_json, as_yaml = load_study(write_spec(spec)), load_study(write_spec(spec, "study.yaml"))
+    assert [r.name for r in as_json.runs] == [r.name for r in as_yaml.runs] and len(as_json.runs) == 2
+    assert as_json.varied == ["X", "SLEEP"] and as_json.name == "study"
+    assert as_json.runs[0].varied == {"X": 1, "SLEEP": 0.0} and as_json.runs[0].name.startswith("x-1_")  # the default filled in
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"notebook": "nb/toy.ipynb", "grid": {"Y": [1]}}, r"unknown parameters \['Y'\] for toy.ipynb"),
+    ({"notebook": "nb/toy.ipynb", "parameters": {"OUT_DIR": "x"}}, "OUT_DIR is set by the study runner"),
+    ({"notebook": "nb/missing.ipynb"}, "notebook nb/missing.ipynb not found"),
+    ({"grid": {"X": [1]}}, "names no notebook"),
+    ({"notebook": "nb/toy.ipynb", "grid": {"X": ["a"]}}, 'run {"X": "a"}: X must be an integer'),
+    ({"notebook": "nb/toy.ipynb", "grid": {"X": []}}, "grid.X must be a non-empty list"),
+    ({"notebook": "nb/toy.ipynb", "profiles": {"gpu": {}}, "seeds": 2}, r"unknown keys \['seeds'\]"),
+    ({"notebook": "nb/toy.ipynb", "profiles": {"cpu-small": {"jobs": 0}}}, "jobs must be an integer >= 1"),
+    ({"notebook": "nb/toy.ipynb", "profiles": {"cpu-small": {"executor": "ray"}}}, "executor must be one of local"),
+    ({"notebook": "nb/toy.ipynb", "report": {"pareto": [{"time": "t"}]}}, "report.pareto entries are"),
+    ({"notebook": "nb/toy.ipynb", "claims": [{"id": "a", "a": {}, "b": {}}]}, "claim a names no metric"),
+    ({"notebook": "nb/toy.ipynb", "claims": [{"id": "a", "metric": "y", "cutoff": 2}]}, r"claim a: unknown keys \['cutoff'\]"),
+])  # fmt: skip
+def test_bad_specs_are_refused_in_one_line(toy_notebook, write_spec, spec, message):
+    with pytest.raises(GriditError, match=message):
+        load_study(write_spec(spec))
+
+
+def test_missing_spec_and_missing_profile_are_refused(toy_notebook, write_spec, tmp_path):
+    with pytest.raises(GriditError, match="study spec not found"):
+        load_study(tmp_path / "nope.yaml")
+    with pytest.raises(GriditError, match="has no profile 'gpu'; it has: none"):
+        load_study(write_spec({"notebook": "nb/toy.ipynb"}), "gpu")
+
+
+@pytest.mark.parametrize("name", ["grid-ablation", "families", "msc-ablation", "paper-claims"])
+@pytest.mark.parametrize("profile", ["cpu-small", "gpu"])
+def test_the_shipped_studies_expand_and_check_under_both_profiles(name, profile, monkeypatch):
+    monkeypatch.chdir(STUDIES.parents[1])  # relative files in the specs start from the repository root
+    study = load_study(STUDIES / f"{name}.yaml", profile)
+    assert study.notebook.name == "train.ipynb" and len(study.runs) >= 3 and study.varied
+    assert len({r.name for r in study.runs}) == len(study.runs)
+    if profile == "gpu":
+        assert study.executor == "submitit" and study.slurm.get("gpus_per_node") == 1
+
+
+def test_the_train_notebooks_settings_are_checked_by_building_its_model_before_any_run(tmp_path, monkeypatch):
+    spec = tmp_path / "msc.json"
+    spec.write_text(json.dumps({"notebook": str(STUDIES.parent / "experiments" / "train.ipynb"),
+                                "parameters": {"ARCH": "msc"}, "grid": {"WINDOW": [3, 2]}}))  # fmt: skip
+    with pytest.raises(GriditError, match=r'run {"WINDOW": 2}: msc model DiT-N/4: .*window w must be an odd number'):
+        load_study(spec)
+    spec.write_text(json.dumps({"notebook": str(STUDIES.parent / "experiments" / "train.ipynb"), "grid": {"INIT": ["no.pt"]}}))
+    with pytest.raises(GriditError, match="INIT: file no.pt does not exist"):
+        load_study(spec, base=tmp_path)
