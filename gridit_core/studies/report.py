@@ -118,8 +118,8 @@ def judge_claim(claim, records):
     """A claim's verdict from the runs: ``a`` and ``b`` select runs by parameters (``metric_a``/``metric_b`` override
     ``metric``); the ratio of their mean metric, oriented so that above 1 means ``a`` is better (``better``: higher or
     lower), is held to ``factor``. It holds when even the worst run of ``a`` against the best of ``b`` reaches the
-    factor, does not hold when even the best against the worst does not, and is inconclusive between the two, or
-    when runs or values are missing."""
+    factor, does not hold when even the best against the worst does not, and is inconclusive between the two, when
+    runs or values are missing, or when both sides' means are at or under ``floor`` (default 0)."""
     better = claim.get("better", "higher")
     if better not in ("higher", "lower"):
         raise GriditError(f"claim {claim.get('id')}: better must be higher or lower, got {better!r}")
@@ -139,6 +139,9 @@ def judge_claim(claim, records):
         num, den = (x, y) if better == "higher" else (y, x)
         return num / den if den > 0 else math.inf if num > 0 else math.nan
 
+    floor = float(claim.get("floor", 0.0))
+    if max(sum(a) / len(a), sum(b) / len(b)) <= floor:  # e.g. coherence scores that are all but 0: no ratio means anything
+        return row | {"measured": None, "verdict": "inconclusive", "why": f"both sides at or under {floor:g}"}
     mean = ratio(sum(a) / len(a), sum(b) / len(b))
     worst = ratio(min(a), max(b)) if better == "higher" else ratio(max(a), min(b))
     best = ratio(max(a), min(b)) if better == "higher" else ratio(min(a), max(b))
@@ -168,7 +171,7 @@ def parameter_chart(records, param, metric):
              "name": "runs", "marker": {"size": 8, "opacity": 0.7}},
             {"type": "scatter", "mode": "lines+markers", "x": values, "y": means, "name": "mean",
              "line": {"dash": "dot"}}]  # fmt: skip
-    layout = {"title": {"text": f"{metric} by {param}"}, "xaxis": {"title": {"text": param}, "type": "category"},
+    layout = {"title": {"text": f"{metric} by {param}", "font": {"size": 13}}, "autosize": True, "xaxis": {"title": {"text": param}, "type": "category"},
               "yaxis": {"title": {"text": metric}}, "height": 320, "margin": {"t": 40, "b": 50, "l": 60, "r": 10},
               "showlegend": False}  # fmt: skip
     return data, layout
@@ -196,7 +199,8 @@ def pareto_chart(records, time, quality, better="higher"):
             {"type": "scatter", "mode": "lines+markers", "x": [points[i][0] for i in front],
              "y": [points[i][1] for i in front], "text": [done[i]["name"] for i in front], "name": "Pareto front",
              "line": {"shape": "hv"}}]  # fmt: skip
-    layout = {"title": {"text": f"{quality} ({better} is better) against {time}"}, "xaxis": {"title": {"text": time}},
+    layout = {"title": {"text": f"{quality} ({better} is better) against {time}", "font": {"size": 13}}, "autosize": True,
+              "xaxis": {"title": {"text": time}},
               "yaxis": {"title": {"text": quality}}, "height": 380, "margin": {"t": 40, "b": 50, "l": 60, "r": 10}}  # fmt: skip
     return data, layout
 
@@ -220,7 +224,8 @@ document.querySelectorAll('table.sortable th').forEach(function (th, col) {
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222;padding:0 1em}"
          "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px}"
          "th{background:#f3f3f3;cursor:pointer}td.n{text-align:right}.failed{color:#b00}.charts{display:grid;"
-         "grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:8px}pre{background:#f7f7f7;padding:1em;"
+         "grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:8px}.charts>div{width:100%}.wide{overflow-x:auto}"
+         "pre{background:#f7f7f7;padding:1em;"
          "overflow:auto}.holds{color:#070}.does-not-hold{color:#b00}.inconclusive{color:#a60}")  # fmt: skip
 
 
@@ -254,7 +259,7 @@ class _Charts:
         name = f"chart{self.count}"
         spec = json.dumps(data).replace("</", "<\\/"), json.dumps(layout).replace("</", "<\\/")
         return (f'<div id="{name}"></div><script>Plotly.newPlot("{name}", {spec[0]}, {spec[1]}, '
-                f'{{"displaylogo": false, "responsive": true}});</script>')  # fmt: skip
+                f'{{"displaylogo": false, "responsive": true, "displayModeBar": "hover"}});</script>')  # fmt: skip
 
 
 def page(study, records, summary, machine_info):
@@ -294,7 +299,7 @@ def page(study, records, summary, machine_info):
         cells += [_cell(r["varied"].get(p)) for p in study.varied] + [_cell(r["metrics"].get(m)) for m in metrics]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     parts += ["<h2>Runs</h2><p>Click a heading to sort; a run's name opens its executed notebook.</p>",
-              _table(["status", "run", *study.varied, *metrics], rows, sortable=True)]
+              f"<div class='wide'>{_table(['status', 'run', *study.varied, *metrics], rows, sortable=True)}</div>"]
     failed = [r for r in records if r["status"] != "done"]
     if failed:
         rows = [f"<tr><td class='failed'>{r['status']}</td><td>{_link(r['notebook'], r['name'])}</td>"

@@ -84,7 +84,7 @@ def prepare(study, out, resume):
         raise GriditError(f"output folder {out} already exists; pass --resume to continue the study there")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(study.text, out / f"spec{study.path.suffix}")
-    write_text_atomic("checkpoints/\nsubmitit/\n", out / ".gitignore")  # the report is committed, weights are not
+    write_text_atomic("checkpoints/\nsamples/\nsubmitit/\n", out / ".gitignore")  # committed: the report; not: weights, frames
     todo, skipped = [], 0
     for run in study.runs:
         folder = run_folder(out, run)

@@ -29,7 +29,7 @@ from gridit_core.params import Param, check_params, read_parameters
 TOP_KEYS = ("name", "description", "notebook", "parameters", "grid", "list", "profiles", "report", "claims", "notes")
 PROFILE_KEYS = ("description", "parameters", "grid", "list", "jobs", "executor", "cluster", "slurm")
 REPORT_KEYS = ("metrics", "charts", "pareto")
-CLAIM_KEYS = ("id", "claim", "metric", "metric_a", "metric_b", "better", "factor", "a", "b")
+CLAIM_KEYS = ("id", "claim", "metric", "metric_a", "metric_b", "better", "factor", "floor", "a", "b")
 EXECUTORS = ("local", "submitit")
 RESERVED = "OUT_DIR"  # set by the runner to each run's folder
 

@@ -34,6 +34,10 @@ def test_a_claim_holds_fails_or_is_inconclusive_by_the_spread_of_its_runs():
     assert (missing["verdict"], missing["why"]) == ("inconclusive", "runs missing or failed")
     zeros = [record("grid-0", s=0.0), record("tensor-0", s=0.0)]
     assert judge_claim({"metric": "s", "a": {"ARCH": "grid"}, "b": {"ARCH": "tensor"}}, zeros)["verdict"] == "inconclusive"
+    tiny = [record("grid-0", s=1e-9), record("tensor-0", s=2e-10)]  # a ratio of 5 between scores that are all but 0
+    claim = {"metric": "s", "a": {"ARCH": "grid"}, "b": {"ARCH": "tensor"}}
+    assert judge_claim(claim, tiny)["verdict"] == "holds"
+    assert judge_claim({**claim, "floor": 0.01}, tiny)["why"] == "both sides at or under 0.01"
 
 
 def test_pareto_front_keeps_the_points_no_other_beats_on_time_and_quality():
