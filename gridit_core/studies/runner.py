@@ -145,13 +145,18 @@ def _finished(folder, why):
         _error(folder, f"{why} (see log.txt)")
 
 
-def run_submitit(out, study, runs, jobs, bar):
-    """The runs as one submitit job array: on SLURM with the profile's ``slurm`` settings, or where there is no
-    SLURM (or ``cluster: local``) as local processes. Interrupting cancels the jobs not finished."""
+def _submitit():
     try:
         import submitit
     except ImportError:
         raise GriditError("--executor submitit needs submitit: pip install -e '.[notebooks]'") from None
+    return submitit
+
+
+def run_submitit(out, study, runs, jobs, bar):
+    """The runs as one submitit job array: on SLURM with the profile's ``slurm`` settings, or where there is no
+    SLURM (or ``cluster: local``) as local processes. Interrupting cancels the jobs not finished."""
+    submitit = _submitit()
     try:
         executor = submitit.AutoExecutor(folder=Path(out) / "submitit", cluster=study.cluster or None)
         executor.update_parameters(**{"name": f"gridit-{study.name}", "slurm_array_parallelism": jobs, **study.slurm})
@@ -202,6 +207,8 @@ def run_study(study, out, *, jobs=None, executor=None, resume=False, progress=Tr
     out = Path(out)
     jobs = jobs or study.jobs
     executor = executor or study.executor
+    if executor == "submitit":
+        _submitit()  # missing: said before the output folder is made
     todo, skipped = prepare(study, out, resume)
     started = time.time()
     record = {"name": study.name, "profile": study.profile, "notebook": str(study.notebook), "spec": str(study.path),
