@@ -58,7 +58,8 @@ class SequenceSampler(W.VBox):
         self.n_frames = _int("frames", frames, min=1)
         self.every = _int("live every", 1, min=1)
         self.trace = _int("trajectory of", 0, style={"description_width": "initial"})
-        self.sr_controls = {"steps": _int("sr steps", 50, min=1), "batch": _int("sr batch", SR_BATCH, min=1),
+        self.sr_controls = {"sampler": W.Dropdown(options=STEPPER_KINDS, value="ddim", description="sr sampler"),
+                            "steps": _int("sr steps", 50, min=1), "batch": _int("sr batch", SR_BATCH, min=1),
                             "aug_level": W.BoundedFloatText(value=SAMPLE_AUG, min=0, max=1, step=0.05, description="noise level")}
         self.run_button = W.Button(description="Run", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
@@ -171,7 +172,6 @@ class SequenceSampler(W.VBox):
             raise GriditError("a run is in progress: stop it first")
         sr = self._load_sr()
         sr_opts = {k: c.value for k, c in self.sr_controls.items()}
-        sr_opts["sampler"] = self.controls["sampler"].value if sr is not None else "ddim"
         run = SamplingRun(self.loaded, self.n_frames.value, self.settings(), seed=self.seed.value, trace=self.trace.value,
                           every=self.every.value, sr=sr, sr_opts=sr_opts, on_update=self._on_update)  # fmt: skip
         self.current = run

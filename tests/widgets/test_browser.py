@@ -26,8 +26,6 @@ SHOTS = REPO / "reports" / "widgets"
 TOKEN = "gridit-browser-test"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]  # fmt: skip
-# Console errors that are not ours: JupyterLab asks the server for optional extensions' data a bare install lacks.
-FOREIGN_ERRORS = ("Failed to load resource: the server responded with a status of 404",)
 
 
 def _missing(what):
@@ -130,36 +128,41 @@ def _src(locator):
 
 def test_both_widgets_work_in_jupyterlab_in_chromium(chromium, lab):
     page = chromium.new_page(viewport={"width": 1500, "height": 1700})  # tall enough for the sampler
+    stage = ["opening the tutorial"]
     try:
-        _use_both_widgets(page, lab)
-    except Exception:
+        _use_both_widgets(page, lab, stage)
+    except Exception as e:
         page.screenshot(path=_shot("failure.png"), full_page=True)  # what the browser showed (not committed)
-        raise
+        raise AssertionError(f"while {stage[0]}: {str(e).splitlines()[0]}") from e
     finally:
         page.close()
 
 
-def _use_both_widgets(page, lab):
+def _use_both_widgets(page, lab, stage):
     errors = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and not m.text.startswith(FOREIGN_ERRORS) else None)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(f"{lab}/lab/tree/{TUTORIAL}?token={TOKEN}")
     page.locator(".jp-Notebook").wait_for(timeout=60_000)
     _wait_kernel_idle(lab)
+    stage[0] = "running all cells"
     page.locator(".lm-MenuBar-item", has_text="Run").click()
     page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
     page.locator(".gridit-sampler .gridit-status", has_text="done: 8 of 8").wait_for(timeout=120_000)
     _wait_kernel_idle(lab)
 
     sampler, inspector = page.locator(".gridit-sampler"), page.locator(".gridit-inspector")
+    stage[0] = "waiting for the inspector"
     inspector.locator(".gridit-patch-view").wait_for(timeout=30_000)
     # Run, as a person would: 12 frames this time, then wait for them
+    stage[0] = "running the sampler for 12 frames"
     frames = sampler.locator(".gridit-frames input")
     frames.fill("12")
     frames.press("Enter")
     sampler.locator("button", has_text="Run").click()
     sampler.locator(".gridit-status", has_text="done: 12 of 12").wait_for(timeout=60_000)
     # the frame slider: the shown frame changes
+    stage[0] = "moving the frame slider"
     shown = sampler.locator(".gridit-frame-lr")
     before = _src(shown)
     readout = sampler.locator(".widget-hslider:has(.widget-label:text-is('frame')) .widget-readout")
@@ -171,6 +174,7 @@ def _use_both_widgets(page, lab):
                            timeout=30_000)  # fmt: skip
     sampler.screenshot(path=_shot("sampler.png"))
     # a click on a patch of the inspector: the heatmap over the frames changes
+    stage[0] = "clicking a patch"
     patch = inspector.locator(".gridit-patch-view")
     patch.scroll_into_view_if_needed()
     before = _src(patch)
@@ -180,6 +184,7 @@ def _use_both_widgets(page, lab):
     inspector.locator(".widget-label", has_text="token: frame 0, patch row 0, column 0").wait_for(timeout=30_000)
     inspector.screenshot(path=_shot("inspector.png"))
     # Stop during a long run: it stops and keeps the frames made
+    stage[0] = "stopping a long run"
     frames.fill("4000")
     frames.press("Enter")
     sampler.locator("button", has_text="Run").click()

@@ -83,7 +83,7 @@ def test_saved_frames_equal_those_of_gridit_sample(ckpts, tmp_path):
 
 def test_stage_two_shows_both_resolutions_and_saves_both(ckpts, tmp_path):
     w = SequenceSampler(str(ckpts["grid"]), frames=3, sr_ckpt=str(ckpts["sr"]))
-    assert w.sr_box.layout.display == ""
+    assert w.sr_box.layout.display == "" and w.sr_controls["sampler"].value == "ddim"
     w.controls["steps"].value = 2
     w.sr_controls["steps"].value = 2
     press(w.run_button)
