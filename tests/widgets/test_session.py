@@ -86,6 +86,18 @@ def test_stage_two_matches_sample_two_stage(ckpts, tmp_path):
     assert np.array_equal(tensor_to_uint8(run.result_hr()), written)
 
 
+def test_stop_during_stage_two_keeps_every_stage_one_frame(ckpts):
+    sr = (*load_sr(ckpts["sr"]), None)
+
+    def stop_in_stage_two(run):
+        if run.progress["stage"] == 2 and run.hr:
+            run.stop()
+
+    run = SamplingRun(load_stage1(ckpts["grid"]), 6, SampleConfig(steps=2), sr=sr, sr_opts={"steps": 2, "batch": 2},
+                      on_update=stop_in_stage_two).run()  # fmt: skip
+    assert run.state == "stopped" and len(run.frames) == 6 and len(run.hr) == 2
+
+
 def test_bad_settings_are_refused_before_the_thread_starts(ckpts):
     loaded = load_stage1(ckpts["msc"])
     with pytest.raises(GriditError, match="the full schedule denoises all frames at once"):
