@@ -14,11 +14,13 @@ half of each head's channels, so attention depends on frame distances only: keys
 rollouts may run past the training length. Each frame's noise-level embedding sets the weights of the two branches
 (see ``BranchGate``).
 
-The cost really drops: the High-Res branch gathers each query's ``(p_frames+1) * window^2`` keys (no T x T score
-matrix), and the Low-Res branch attends over ``(i_frames+1) * L / pool^2`` keys per pooled query. Attention never
-reaches further back than ``span = max(p_frames, i_frames * i_stride)`` frames, so a cache of the last ``span``
-frames' keys and values (``KVCache``) is exact. ``dense_reference`` computes the same attention with full boolean
-masks (SDPA over all tokens): the tests hold the fast path to it.
+The cost really drops, with no T x T score matrix: the High-Res branch either gathers each query's
+``(p_frames+1) * window^2`` keys (large frames) or runs one SDPA call per frame over the ``(p_frames+1) * L`` tokens
+of its frame block with the window as a mask (small frames, where that is faster: ``high_res_path``), and the Low-Res
+branch attends over ``(i_frames+1) * L / pool^2`` keys per pooled query. Attention never reaches further back than
+``span = max(p_frames, i_frames * i_stride)`` frames, so a cache of the last ``span`` frames' keys and values
+(``KVCache``) is exact. ``reference=True`` computes the same attention with full boolean masks over all tokens
+(``_dense``): the tests hold both fast paths to it.
 """
 
 import math
@@ -91,6 +93,27 @@ def _low_index(n_past, n_new, i_frames, i_stride):
     return frame.clamp(min=0), frame >= 0
 
 
+@lru_cache(maxsize=64)
+def _block_index(n_past, n_new, grid, window, p_frames, light_cone):
+    """For each new frame, its ``p_frames + 1`` High-Res key frames among ``(n_past + n_new)`` frames ``(T, V)``, and
+    the mask ``(T, L, V*L)`` of the keys each query may see: its window in frames that exist (CPU; cached per shape)."""
+    h, w = grid
+    back = torch.arange(p_frames + 1)  # (V,) frame distance
+    frame = n_past + torch.arange(n_new)[:, None] - back  # (T, V)
+    radius = torch.tensor([window_radius(window, int(k), light_cone) for k in back])  # (V,)
+    yy, xx = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)  # (L,) each
+    near = ((yy[:, None] - yy[None, :]).abs()[:, None, :] <= radius[None, :, None]) & (
+        (xx[:, None] - xx[None, :]).abs()[:, None, :] <= radius[None, :, None])  # (L, V, L)
+    mask = near[None] & (frame >= 0)[:, None, :, None]  # (T, L, V, L)
+    return frame.clamp(min=0), mask.flatten(2)
+
+
+def high_res_path(grid, window, p_frames):
+    """``"blocked"`` when a frame block's keys are few enough that masking beats gathering (at most 8x the window's
+    keys), else ``"gathered"``."""
+    return "blocked" if grid[0] * grid[1] <= 8 * window * window else "gathered"
+
+
 class KVCache:
     """Keys and values of finished frames, per block and branch, for the last ``span`` frames only.
 
@@ -130,6 +153,7 @@ class MSCAttention(nn.Module):
         self.rope_dims = 2 * (self.head_dim // 4)  # half of each head's channels carry time
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
+        self.high_path = "auto"  # High-Res kernel: "blocked", "gathered", or "auto" (by frame and window size)
 
     @property
     def span(self):
@@ -167,27 +191,38 @@ class MSCAttention(nn.Module):
         return self.proj(out.permute(0, 2, 3, 1, 4).reshape(b, t, n, d))  # (B, T, L, D)
 
     def _gathered(self, q_hi, q_lo, keys, n_past, grid):
-        """Each query against its own gathered keys: cost linear in the number of frames."""
+        """Each query against its own keys only: cost linear in the number of frames."""
         k_hi, v_hi, k_lo, v_lo = keys
-        t, scale = q_hi.shape[2], 1 / math.sqrt(self.head_dim)
         out_hi = q_hi[..., :0]
         if self.high_heads:
-            index, valid = (z.to(q_hi.device) for z in _high_index(n_past, t, tuple(grid), self.window,
-                                                                  self.p_frames, self.light_cone))  # fmt: skip
-            flat = lambda z: z.flatten(2, 3)  # (B, hh, F*L, dh)  # noqa: E731
-            kg, vg = flat(k_hi)[:, :, index], flat(v_hi)[:, :, index]  # (B, hh, T, L, K, dh) each
-            scores = torch.einsum("bhtld,bhtlkd->bhtlk", q_hi, kg) * scale  # (B, hh, T, L, K)
-            probs = scores.masked_fill(~valid, float("-inf")).softmax(dim=-1)
-            out_hi = torch.einsum("bhtlk,bhtlkd->bhtld", probs, vg)  # (B, hh, T, L, dh)
+            path = self.high_path if self.high_path != "auto" else high_res_path(grid, self.window, self.p_frames)
+            out_hi = (self._high_blocked if path == "blocked" else self._high_gathered)(q_hi, k_hi, v_hi, n_past, grid)
         out_lo = q_lo
         if q_lo.shape[1]:
-            index, valid = (z.to(q_lo.device) for z in _low_index(n_past, t, self.i_frames, self.i_stride))
+            index, valid = (z.to(q_lo.device) for z in _low_index(n_past, q_lo.shape[2], self.i_frames, self.i_stride))
             lp = q_lo.shape[3]
             kg = k_lo[:, :, index].flatten(3, 4)  # (B, hl, T, (I+1)*Lp, dh)
             vg = v_lo[:, :, index].flatten(3, 4)
             mask = valid.repeat_interleave(lp, dim=1)[:, None, :]  # (T, 1, (I+1)*Lp)
             out_lo = F.scaled_dot_product_attention(q_lo, kg, vg, attn_mask=mask)  # (B, hl, T, Lp, dh)
         return out_hi, out_lo
+
+    def _high_gathered(self, q, k, v, n_past, grid):
+        """High-Res with each query's ``K`` window keys gathered: ``(B, hh, T, L, K, dh)``, for large frames."""
+        index, valid = (z.to(q.device) for z in _high_index(n_past, q.shape[2], tuple(grid), self.window,
+                                                             self.p_frames, self.light_cone))  # fmt: skip
+        kg, vg = k.flatten(2, 3)[:, :, index], v.flatten(2, 3)[:, :, index]  # (B, hh, T, L, K, dh) each
+        scores = torch.einsum("bhtld,bhtlkd->bhtlk", q, kg) / math.sqrt(self.head_dim)  # (B, hh, T, L, K)
+        probs = scores.masked_fill(~valid, float("-inf")).softmax(dim=-1)
+        return torch.einsum("bhtlk,bhtlkd->bhtld", probs, vg)  # (B, hh, T, L, dh)
+
+    def _high_blocked(self, q, k, v, n_past, grid):
+        """High-Res as one SDPA call per frame block: each frame's queries against all tokens of its ``v + 1``
+        frames, the window as a mask. For small frames this beats gathering: fewer copies, one fused kernel."""
+        frames, mask = (z.to(q.device) for z in _block_index(n_past, q.shape[2], tuple(grid), self.window,
+                                                              self.p_frames, self.light_cone))  # fmt: skip
+        kb, vb = k[:, :, frames].flatten(3, 4), v[:, :, frames].flatten(3, 4)  # (B, hh, T, (v+1)*L, dh) each
+        return F.scaled_dot_product_attention(q, kb, vb, attn_mask=mask)  # (B, hh, T, L, dh)
 
     def _dense(self, q_hi, q_lo, keys, n_past, grid):
         """The same attention over all tokens with full boolean masks built from coordinates: the reference."""

@@ -47,8 +47,11 @@ def test_shapes_and_one_level_for_all_frames(arch, kw):
     {"high_heads": 1, "gate": "equal"},
     {"high_heads": 3, "pool": [1, 2]},
 ])  # fmt: skip
-def test_msc_fast_path_equals_the_dense_reference_forward_and_backward(kw):
+@pytest.mark.parametrize("path", ["blocked", "gathered"])
+def test_msc_fast_path_equals_the_dense_reference_forward_and_backward(kw, path):
     m = model("msc", **kw)
+    for block in m.blocks:
+        block.attn.high_path = path
     x, t = clips(), levels()
     grads = []
     for reference in (False, True):
