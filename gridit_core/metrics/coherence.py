@@ -59,7 +59,9 @@ def _track(blobs, track, frame_hw, min_step):
             parts[k].append(motion[k])
         parts["speed_clear"].append(c[:-1] & c[1:])
         parts["judged_clear"].append(c[:-2] & c[1:-1] & c[2:])
-    out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+    # a track with no run of three frames has none of these; its masks stay boolean, or pooling them with other
+    # tracks' masks makes floats that cannot index
+    out = {k: np.concatenate(v) if v else np.zeros(0, bool if k.endswith("_clear") else float) for k, v in parts.items()}
     # a partly hidden ball's centre is off by up to ~0.4 radius, and a prediction combines three centres
     out["error"] = np.where(out["judged_clear"], out["error"], np.maximum(out["error"] - HIDDEN_SHIFT * radius, 0))
     a, c = (area[clear], colour[clear]) if clear.sum() > 1 else (area, colour)

@@ -153,3 +153,13 @@ def test_baseline_helpers():
     assert sorted(shuffled[:, 0, 0, 0]) == list(range(10)) and not np.array_equal(shuffled, frames)
     assert np.array_equal(shuffle_frames(frames, seed=0), shuffled)
     assert np.all(freeze_frames(frames) == frames[0]) and len(freeze_frames(frames)) == 10
+
+
+def test_a_track_without_three_consecutive_frames_pools_with_others_without_breaking_the_masks():
+    from gridit_core.metrics.coherence import _pooled, _track
+
+    blobs = {"t": np.array([0, 2, 4, 0, 1, 2, 3]), "y": np.array([5.0, 6, 7, 5, 6, 7, 8]), "x": np.full(7, 8.0),
+             "area": np.full(7, 28.0), "colour": np.full((7, 3), 200.0), "touching": np.zeros(7, bool)}  # fmt: skip
+    gappy, steady = _track(blobs, np.arange(3), (16, 16), 0.25), _track(blobs, np.arange(3, 7), (16, 16), 0.25)
+    assert gappy["judged_clear"].dtype == bool and len(gappy["reversal"]) == 0
+    assert len(_pooled([steady, gappy], "reversal", "judged_clear")) == len(steady["reversal"]) == 2
