@@ -31,19 +31,30 @@ from gridit_core.sequence import SampleConfig
 from gridit_core.util.rng import randn
 
 
-def start_iterations(schedule, n_frames, chunk, steps):
-    """The iteration at which each frame starts denoising (a list of ``n_frames`` ints)."""
+def start_iteration(schedule, frame, chunk, steps):
+    """The iteration at which ``frame`` starts denoising: chunks one after another (autoregressive), one iteration
+    apart (pyramid), or all at once (full)."""
+    k = frame // chunk
+    return k * steps if schedule == "autoregressive" else k if schedule == "pyramid" else 0
+
+
+def active_frames(schedule, iteration, n_frames, chunk, steps):
+    """The frames denoised at ``iteration``, a range ``first:stop`` (each has started and is not yet clean), in
+    O(1): the rollout never builds the whole scheduling matrix, whose size grows as frames x iterations."""
     if schedule == "autoregressive":
-        return [(f // chunk) * steps for f in range(n_frames)]
-    if schedule == "pyramid":
-        return [f // chunk for f in range(n_frames)]
-    return [0] * n_frames
+        lo = hi = iteration // steps
+    elif schedule == "pyramid":
+        lo, hi = max(0, iteration - steps + 1), iteration
+    else:
+        lo, hi = 0, (n_frames - 1) // chunk if iteration < steps else -1
+    return lo * chunk, min((hi + 1) * chunk, n_frames)
 
 
 def level_matrix(schedule, n_frames, chunk, steps):
     """Diffusion Forcing's scheduling matrix ``(iterations + 1, n_frames)``: each frame's level before each iteration
-    (``steps``: pure noise, 0: clean) and after the last."""
-    start = torch.tensor(start_iterations(schedule, n_frames, chunk, steps))
+    (``steps``: pure noise, 0: clean) and after the last. For reading and tests; the rollout walks it row by row with
+    ``active_frames``."""
+    start = torch.tensor([start_iteration(schedule, f, chunk, steps) for f in range(n_frames)])
     m = torch.arange(int(start.max()) + steps + 1)[:, None]
     return (steps - (m - start[None, :])).clamp(0, steps)
 
@@ -92,23 +103,23 @@ def _msc_frames(model, diffusion, n_frames, s, shape, device, seed, progress, ca
     generator = torch.Generator(device).manual_seed(seed)
     stepper = Stepper(diffusion, s.sampler, s.steps, s.eta, generator, clip_x0=codec.x0_range)
     ts = torch.tensor(stepper.timesteps + [0], device=device)  # the timestep of each level, index S - level
-    levels = level_matrix(s.schedule, n_frames, s.chunk, s.steps)  # (M+1, N)
+    n_iterations = start_iteration(s.schedule, n_frames - 1, s.chunk, s.steps) + s.steps
     context_t = round(s.context_noise * (diffusion.num_steps - 1))
     cache = model.new_cache() if use_cache else None
     if cache is not None and s.context is not None:
         cache.span = s.context
     b = shape[0]
     x, history, done = {}, [], 0  # frames in flight by index; finished frames (uncached); frames streamed out
-    bar = tqdm(total=len(levels) - 1, desc="sampling", unit="step", disable=not progress)
+    bar = tqdm(total=n_iterations, desc="sampling", unit="step", disable=not progress)
     try:
-        for m in range(len(levels) - 1):
-            now, nxt = levels[m], levels[m + 1]
-            active = [f for f in range(n_frames) if nxt[f] < now[f]]
+        for m in range(n_iterations):
+            active = range(*active_frames(s.schedule, m, n_frames, s.chunk, s.steps))
+            now = torch.tensor([s.steps - (m - start_iteration(s.schedule, f, s.chunk, s.steps)) for f in active])
             for f in active:
                 if f not in x:
                     x[f] = randn(shape, generator, device)  # (B, C, H, W) pure noise when the frame starts
             a, z = active[0], torch.stack([x[f] for f in active], 1)  # (B, F, C, H, W)
-            t = ts[s.steps - now[active]].expand(b, -1)  # (B, F)
+            t = ts[s.steps - now].to(device).expand(b, -1)  # (B, F)
             if cache is not None:
                 out = model(z, t, start=a, cache=cache)
             else:
@@ -120,8 +131,8 @@ def _msc_frames(model, diffusion, n_frames, s, shape, device, seed, progress, ca
                 x[f] = z[:, i]
             bar.update(1)
             if callback is not None:
-                callback({"i": m, "steps": len(levels) - 1, "t": t, "x": z, "x0_pred": x0, "frames": (a, active[-1] + 1)})
-            finished = [f for f in active if nxt[f] == 0]
+                callback({"i": m, "steps": n_iterations, "t": t, "x": z, "x0_pred": x0, "frames": (a, active[-1] + 1)})
+            finished = [f for f, level in zip(active, now.tolist()) if level == 1]  # clean after this iteration
             if finished:
                 clean = torch.stack([x.pop(f) for f in finished], 1)  # (B, K, C, H, W)
                 ctx = clean

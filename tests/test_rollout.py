@@ -7,7 +7,7 @@ import torch
 from gridit_core.diffusion import Diffusion, DiffusionConfig
 from gridit_core.errors import GriditError
 from gridit_core.models import build_model
-from gridit_core.rollout import level_matrix
+from gridit_core.rollout import active_frames, level_matrix
 from gridit_core.sequence import generate_frames, sample_sequence
 
 pytestmark = pytest.mark.unit
@@ -35,6 +35,15 @@ def test_level_matrices():
     pyramid = level_matrix("pyramid", 3, 1, 2)
     assert pyramid.tolist() == [[2, 2, 2], [1, 2, 2], [0, 1, 2], [0, 0, 1], [0, 0, 0]]
     assert level_matrix("full", 3, 1, 2).tolist() == [[2, 2, 2], [1, 1, 1], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("schedule", ["autoregressive", "pyramid", "full"])
+@pytest.mark.parametrize("n_frames,chunk,steps", [(7, 1, 3), (7, 3, 2), (5, 2, 4), (1, 1, 1)])
+def test_the_rollout_walks_the_scheduling_matrix_row_by_row(schedule, n_frames, chunk, steps):
+    levels = level_matrix(schedule, n_frames, chunk, steps)  # (M+1, N)
+    for m in range(len(levels) - 1):
+        moving = (levels[m + 1] < levels[m]).nonzero().flatten().tolist()
+        assert list(range(*active_frames(schedule, m, n_frames, chunk, steps))) == moving
 
 
 @pytest.mark.parametrize("settings", [
