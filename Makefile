@@ -25,6 +25,7 @@ bench: setup
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/coherence.py
 	$(PY) benchmarks/stage2_fidelity.py
+	$(PY) benchmarks/families.py
 
 # JupyterLab on notebooks/ (the tutorials, widgets included); e.g. make lab LAB_ARGS="--no-browser --port 8889"
 lab: setup

@@ -4,10 +4,11 @@ the tensor model and MSC at the final resolution), and peak memory sampling 1,00
 
     .venv/bin/python benchmarks/families.py            # about 15 minutes on 2 CPU cores
     .venv/bin/python benchmarks/families.py --quick    # tiny counts: a smoke test
+    .venv/bin/python benchmarks/families.py --only peak_memory_mib   # re-measure sections into the saved report
 
 Writes ``reports/bench/families.json`` and ``reports/bench/families.png``. Models are randomly initialised (speed
 does not depend on the weights) and share width and depth (``DiT-N/4``: 4 blocks, width 128, 4 heads); every
-time is a median over repeats after a warm-up, and peak memory is a fresh process's maximum resident set.
+time is a median over repeats after a warm-up, and peak memory is a fresh process's resident set while it samples.
 """
 
 import argparse
@@ -67,6 +68,20 @@ def attention_flops(arch, frames, frame_tokens, hidden, cfg):
     return 2 * n * keys_hi * hidden / 2 + 2 * frames * pooled * keys_lo * hidden / 2  # half the heads each
 
 
+def attention_call(model, frames):
+    """A no-grad call of block 0's attention alone on random tokens ``(1, T, L, D)``: the part MSC changes (the
+    linear layers around it cost the same in both families)."""
+    cfg, attn = model.config, model.blocks[0].attn
+    tokens = torch.randn(1, frames, cfg.frame_tokens[0] * cfg.frame_tokens[1], cfg.hidden_size)
+    kw = dict(grid=cfg.frame_tokens, frames=torch.arange(frames)) if model.arch == "msc" else {}
+
+    @torch.no_grad()
+    def call():
+        attn(tokens, **kw)
+
+    return call
+
+
 def by_length(lengths, repeats, frame_size=16):
     """Forward and training-step time, and the FLOP counts, of both families at each clip length."""
     rows = []
@@ -85,11 +100,14 @@ def by_length(lengths, repeats, frame_size=16):
                 opt.step()
 
             train = median_time(step, max(1, repeats // 2))
+            attn = median_time(attention_call(model, t_len), repeats)
             tokens = t_len * (frame_size // 4) ** 2
             rows.append({"arch": arch, "frames": t_len, "tokens": tokens, "forward_s": fwd, "train_step_s": train,
+                         "attention_forward_s": attn,
                          "paper_flops_per_layer": paper_flops(arch, tokens, 128, **COST),
                          "attention_flops_per_layer": attention_flops(arch, t_len, (frame_size // 4) ** 2, 128, MSC)})  # fmt: skip
-            print(f"  {arch:6s} T={t_len:4d}: forward {fwd * 1e3:8.1f} ms, train step {train * 1e3:8.1f} ms", flush=True)
+            print(f"  {arch:6s} T={t_len:4d}: forward {fwd * 1e3:8.1f} ms, train step {train * 1e3:8.1f} ms, "
+                  f"one attention layer {attn * 1e3:8.1f} ms", flush=True)  # fmt: skip
     return rows
 
 
@@ -138,11 +156,15 @@ def paper_comparison(lengths, steps, low=16, scale=4):
 
 
 _MEMORY_CHILD = """
-import resource, sys, torch
+import os, sys, threading, time, torch
 from gridit_core.diffusion import Diffusion, DiffusionConfig
 from gridit_core.models import build_model
 from gridit_core.sequence import generate_frames
-arch, lengths = sys.argv[1], [int(n) for n in sys.argv[2:]]
+arch, n = sys.argv[1], int(sys.argv[2])
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page
 torch.manual_seed(0)
 if arch == "grid":
     model = build_model("DiT-N/4", input_size=32, in_channels=3, rows=2, cols=2, learn_sigma=False).eval()
@@ -150,23 +172,43 @@ if arch == "grid":
 else:
     model = build_model("DiT-N/4", arch=arch, frame_size=16, frames=8, in_channels=3).eval()
     kw = {}
-for n in lengths:  # shortest first: the high-water mark after each run is that run's peak
-    for _ in generate_frames(model, Diffusion(DiffusionConfig(num_steps=1000)), n, steps=2, progress=False, **kw):
+diffusion = Diffusion(DiffusionConfig(num_steps=1000))
+def run(frames):
+    for _ in generate_frames(model, diffusion, frames, steps=2, progress=False, **kw):
         pass
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+run(9)  # warm-up: one-off allocations (kernels, caches) belong to the baseline, not to the sequence's length
+base, peak, stop = rss(), [0], threading.Event()
+def poll():
+    while not stop.is_set():
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.001)
+watcher = threading.Thread(target=poll, daemon=True)
+watcher.start()
+run(n)
+stop.set()
+watcher.join()
+print(base, max(peak[0], rss()))
 """
 
 
 def peak_memory(lengths):
-    """Peak resident memory (MiB) of a fresh process sampling N frames (streamed, not kept), per family."""
+    """Resident memory (MiB) of a fresh process sampling N frames (streamed, not kept), per family: the baseline
+    after a warm-up (imports, model, kernels) and the peak while sampling, read from ``/proc/self/statm`` every
+    millisecond (Linux). The process's high-water mark would be useless here: importing torch peaks above sampling."""
     rows = []
     for arch in ("grid", "tensor", "msc"):
-        done = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, arch, *map(str, lengths)], capture_output=True,
-                              text=True, check=True, cwd=REPO)  # fmt: skip
-        row = {"arch": arch, **{str(n): int(kib) / 1024 for n, kib in zip(lengths, done.stdout.split())}}
-        row["ratio"] = row[str(lengths[-1])] / row[str(lengths[0])]
+        row = {"arch": arch}
+        for n in lengths:
+            done = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, arch, str(n)], capture_output=True, text=True,
+                                  check=True, cwd=REPO)  # fmt: skip
+            base, peak = (int(v) / 2**20 for v in done.stdout.split())
+            row[str(n)] = {"baseline_mib": base, "peak_mib": peak, "growth_mib": peak - base}
+        first, last = row[str(lengths[0])], row[str(lengths[-1])]
+        row["ratio"] = last["peak_mib"] / first["peak_mib"]
         rows.append(row)
-        print(f"  {arch:6s}: " + ", ".join(f"{n} frames {row[str(n)]:.0f} MiB" for n in lengths), flush=True)
+        print(f"  {arch:6s}: " + ", ".join(f"{n} frames {row[str(n)]['peak_mib']:.0f} MiB "
+                                           f"(+{row[str(n)]['growth_mib']:.1f} over the baseline)" for n in lengths),
+              flush=True)  # fmt: skip
     return rows
 
 
@@ -178,6 +220,8 @@ def figure(report):
         ax.loglog([r["frames"] for r in rows], [r["forward_s"] * 1e3 for r in rows], style, label=f"{arch} forward")
         ax.loglog([r["frames"] for r in rows], [r["train_step_s"] * 1e3 for r in rows], style, alpha=0.4,
                   label=f"{arch} train step")  # fmt: skip
+        ax.loglog([r["frames"] for r in rows], [r["attention_forward_s"] * 1e3 for r in rows], style[0] + ":",
+                  label=f"{arch} one attention layer")  # fmt: skip
     ax.set(xlabel="frames T (16 tokens each)", ylabel="ms", title="Cost by sequence length")
     ax.legend()
     ax = axes[1]
@@ -199,33 +243,51 @@ def figure(report):
     return buf.getvalue()
 
 
+SECTIONS = ("by_length", "autoregressive", "paper_comparison", "peak_memory_mib")
+
+
+def measure(section, quick):
+    """One section of the report (``SECTIONS``)."""
+    if section == "by_length":
+        print("cost by sequence length", flush=True)
+        return {"by_length": by_length([4] if quick else [8, 16, 32, 64, 128, 256], 1 if quick else 5)}
+    if section == "autoregressive":
+        print("autoregressive cost per frame", flush=True)
+        return {"autoregressive": autoregressive_cost(3 if quick else 64, 1 if quick else 10)}
+    if section == "paper_comparison":
+        print("paper-level comparison", flush=True)
+        low = 8 if quick else 16
+        settings = {"low": low, "high": 4 * low, "steps": 1 if quick else 20, "grid": "2x2, overlap 2"}
+        return {"paper_settings": settings,
+                "paper_comparison": paper_comparison([4] if quick else [64, 256], settings["steps"], low=low)}  # fmt: skip
+    print("peak memory", flush=True)
+    return {"peak_memory_mib": peak_memory([2, 4] if quick else [64, 1000])}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny counts: a smoke test")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION",
+                   help=f"re-measure these sections into the report already in --out ({', '.join(SECTIONS)})")  # fmt: skip
     p.add_argument("--out", default=str(REPO / "reports" / "bench" / "families.json"))
     a = p.parse_args(argv)
-    q = a.quick
-    started = time.perf_counter()
-    print("cost by sequence length", flush=True)
-    report = {
-        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/families.py" + (" --quick" if q else ""),
-        "model": SIZE, "msc": MSC, "threads": torch.get_num_threads(),
-        "by_length": by_length([4] if q else [8, 16, 32, 64, 128, 256], 1 if q else 5),
-    }  # fmt: skip
-    print("autoregressive cost per frame", flush=True)
-    report["autoregressive"] = autoregressive_cost(3 if q else 64, 1 if q else 10)
-    print("paper-level comparison", flush=True)
-    low = 8 if q else 16
-    report["paper_settings"] = {"low": low, "high": 4 * low, "steps": 1 if q else 20, "grid": "2x2, overlap 2"}
-    report["paper_comparison"] = paper_comparison([4] if q else [64, 256], report["paper_settings"]["steps"], low=low)
-    print("peak memory", flush=True)
-    report["peak_memory_mib"] = peak_memory([2, 4] if q else [64, 1000])
-    report["duration_s"] = time.perf_counter() - started
-    out = Path(a.out)
+    out, started = Path(a.out), time.perf_counter()
+    command = "python benchmarks/families.py" + (" --quick" if a.quick else "")
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if a.only:
+        if not out.exists():
+            p.error(f"--only updates an existing report, and {out} does not exist")
+        report = json.loads(out.read_text())
+        report.setdefault("updated", []).append({"timestamp": stamp, "command": f"{command} --only {' '.join(a.only)}"})
+    else:
+        report = {"timestamp": stamp, "command": command, "model": SIZE, "msc": MSC, "threads": torch.get_num_threads()}
+    for section in a.only or SECTIONS:
+        report.update(measure(section, a.quick))
+    seconds = time.perf_counter() - started
+    (report["updated"][-1] if a.only else report)["duration_s"] = seconds
     write_text_atomic(json.dumps(report, indent=2) + "\n", out)
     write_bytes_atomic(figure(report), out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')} in {report['duration_s']:.0f} s")
+    print(f"wrote {out} and {out.with_suffix('.png')} in {seconds:.0f} s")
     return report
 
 

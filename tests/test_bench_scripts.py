@@ -43,8 +43,13 @@ def test_families_benchmark_reports_every_section(tmp_path):
     report = script("families").main(["--quick", "--out", str(out)])
     assert json.loads(out.read_text()) == report
     assert {(r["arch"], r["frames"]) for r in report["by_length"]} == {("tensor", 4), ("msc", 4)}
+    assert all(0 < r["attention_forward_s"] < r["forward_s"] for r in report["by_length"])  # one layer, not the model
     assert set(report["autoregressive"]) == {"cached", "uncached"} and len(report["autoregressive"]["cached"]) == 3
     assert [r["frames"] for r in report["paper_comparison"]] == [4]
     assert [r["arch"] for r in report["peak_memory_mib"]] == ["grid", "tensor", "msc"]
-    assert all(r["2"] > 0 and r["4"] >= r["2"] for r in report["peak_memory_mib"])
+    for row in report["peak_memory_mib"]:
+        assert all(0 < row[n]["baseline_mib"] <= row[n]["peak_mib"] for n in ("2", "4"))
     assert out.with_suffix(".png").stat().st_size > 1000
+    again = script("families").main(["--quick", "--only", "autoregressive", "--out", str(out)])  # one section redone
+    assert again["by_length"] == report["by_length"] and again["autoregressive"] != report["autoregressive"]
+    assert [u["command"] for u in again["updated"]] == ["python benchmarks/families.py --quick --only autoregressive"]
