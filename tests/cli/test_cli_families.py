@@ -101,3 +101,22 @@ def test_sampling_flags_of_another_family_are_refused(tmp_path, capsys):
     code = main(["sample", "--ckpt", str(grid), "--frames", "3", "--out", str(tmp_path / "o"), "--schedule", "pyramid"])
     assert "sampling options that a grid model does not use: --schedule" in one_error(capsys, code)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("arch", ["msc", "tensor"])
+@pytest.mark.slow  # trains two tiny models, then samples both stages through the CLI
+def test_stage2_super_resolves_a_sequence_family(tmp_path, arch):
+    assert train(tmp_path / "s1", arch, "--sampling", '{"steps": 2}') == 0
+    stage2 = ["train", "--stage", 2, "--scale", 2, "--data", "builtin:bouncing", "--model", "DiT-N/4", "--frame-size",
+              32, "--steps", 1, "--batch-size", 2, "--n-sequences", 2, "--device", "cpu", "--model-kwargs", SMALL,
+              "--out", tmp_path / "s2"]  # fmt: skip
+    assert main([str(a) for a in stage2]) == 0
+    out = tmp_path / "s"
+    args = ["sample", "--ckpt", tmp_path / "s1" / "checkpoints" / "last.pt", "--frames", 5, "--out", out,
+            "--sr-ckpt", tmp_path / "s2" / "checkpoints" / "last.pt", "--sr-steps", 2, "--device", "cpu"]  # fmt: skip
+    assert main([str(a) for a in args]) == 0
+    names = [f"{i:06d}.png" for i in range(5)]
+    assert sorted(p.name for p in (out / "frames_lr").iterdir()) == names
+    assert sorted(p.name for p in (out / "frames").iterdir()) == names
+    assert Image.open(out / "frames_lr" / names[-1]).size == (16, 16)
+    assert Image.open(out / "frames" / names[-1]).size == (32, 32)
