@@ -284,8 +284,9 @@ class BranchGate(nn.Module):
     """Per-frame weights of the two branches from that frame's noise-level embedding: ``2 * softmax(W c + b)``.
 
     Pooling by ``r`` divides the noise variance by ``r^2``, so the Low-Res view of a noisy frame stays informative
-    where the High-Res one does not; the gate lets each frame's level move weight between the branches. ``W`` and
-    ``b`` start at zero, so both weights start at 1 (the branches simply concatenated). ``learned=False`` keeps
+    where the High-Res one does not; the gate lets each frame's level move weight between the branches (which way
+    is for training to decide: the shipped demo leans the other way, ``notebooks/tutorials/03_msc.ipynb``). ``W``
+    and ``b`` start at zero, so both weights start at 1 (the branches simply concatenated). ``learned=False`` keeps
     them at 1 (the ablation: fixed equal weights).
     """
 
