@@ -18,7 +18,13 @@ from gridit_core.data.builtin import BouncingConfig, bouncing_shapes
 from gridit_core.errors import GriditError
 from gridit_core.metrics.distances import excess, ks_chance, ks_distance, support, tolerance, wasserstein_1d
 from gridit_core.metrics.tracking import (
-    as_frames, background_level, consecutive_runs, detect_blobs, hidden_frames, path_motion, track_blobs,
+    as_frames,
+    background_level,
+    consecutive_runs,
+    detect_blobs,
+    hidden_frames,
+    path_motion,
+    track_blobs,
 )  # fmt: skip
 
 TOLERANCES = {  # component -> the value that halves the score (see ``coherence``)
