@@ -151,7 +151,8 @@ def _use_both_widgets(page, lab, stage):
     page.locator(".gridit-sampler .gridit-status", has_text="done: 8 of 8").wait_for(timeout=120_000)
     _wait_kernel_idle(lab)
 
-    sampler, inspector = page.locator(".gridit-sampler"), page.locator(".gridit-inspector")
+    # the grid demo's widgets: the tutorial opens a second inspector, on the MSC checkpoint, after them
+    sampler, inspector = page.locator(".gridit-sampler").first, page.locator(".gridit-inspector").first
     stage[0] = "waiting for the inspector"
     inspector.locator(".gridit-patch-view").wait_for(timeout=30_000)
     # Run, as a person would: 12 frames this time, then wait for them
