@@ -300,6 +300,8 @@ def build_parser():
                    help="local processes, or a submitit job array: SLURM with the profile's slurm settings, or local "
                         "processes where there is no SLURM (default: the profile's, else local)")
     p.add_argument("--resume", action="store_true", help="continue the study in --out: skip done runs, redo failed ones")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check every run's parameters and list the runs and how they would execute; run nothing")
     p.set_defaults(command="study")
     return parser
 

@@ -17,7 +17,7 @@ import torch
 from gridit_core.diffusion import STEPPER_KINDS
 from gridit_core.errors import GriditError
 from gridit_core.params import Param, check_params
-from gridit_core.sequence import CAUSAL_SCHEDULES, SampleConfig, sample_sequence
+from gridit_core.sequence import CAUSAL_SCHEDULES, SampleConfig, generate_frames, sample_sequence
 from gridit_core.util.io import FrameWriter, write_bytes_atomic, write_text_atomic
 
 FAMILIES = ("grid", "tensor", "msc")
@@ -114,10 +114,23 @@ def check(values, notebook, base=None):
             return params
         try:
             with torch.device("meta"):
-                build_model_and_diffusion(cfg)
+                model, diffusion = build_model_and_diffusion(cfg)
         except (TypeError, ValueError) as e:
             raise GriditError(f"{cfg.arch} model {cfg.model}: {' '.join(str(e).split())}") from None
+        check_sampling(model, diffusion, cfg, params)
     return params
+
+
+def check_sampling(model, diffusion, cfg, p):
+    """Refuse now the sampling settings ``model`` (built on the meta device) cannot take at some length of
+    ``p["SAMPLE_FRAMES"]``: the sampler checks every setting when it is called, before it computes anything."""
+    settings = sample_settings(p, cfg.sampling)
+    for n in _lengths(p["SAMPLE_FRAMES"]):
+        try:
+            generate_frames(model, diffusion, n, rows=cfg.rows, cols=cfg.cols, progress=False, device="meta",
+                            **settings.kwargs(cfg.arch))  # fmt: skip
+        except GriditError as e:
+            raise GriditError(f"sampling {n} frames: {e}") from None
 
 
 def _metrics(text):

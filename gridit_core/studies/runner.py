@@ -232,11 +232,37 @@ def run_study(study, out, *, jobs=None, executor=None, resume=False, progress=Tr
     return summary, write_study_report(study, out, records, summary)
 
 
+def plan(study, out, *, jobs=None, executor=None):
+    """What ``run_study`` would do, as lines of text, without running or writing anything: the profile, how the runs
+    would execute (with the SLURM settings), and each run with its varied parameters and whether ``out`` already
+    holds its result. Every run's parameters were checked when ``study`` was loaded."""
+    jobs = jobs or study.jobs
+    executor = executor or study.executor
+    how = f"{executor}, {jobs} at a time"
+    if executor == "submitit":
+        how += f", cluster {study.cluster or 'auto (slurm where sbatch exists)'}"
+    lines = [f"{_title(study)}: {len(study.runs)} runs of {study.notebook.name}, {how}"]
+    if executor == "submitit" and study.slurm:
+        lines.append("slurm: " + ", ".join(f"{k}={v}" for k, v in study.slurm.items()))
+    states = [_status(run_folder(out, run)) for run in study.runs]
+    for run, state in zip(study.runs, states):
+        varied = " ".join(f"{k}={v}" for k, v in run.varied.items())
+        lines.append(f"  {state:7s} {run.name}  {varied}")
+    done = states.count("done")
+    lines.append(f"{len(states) - done} to run, {done} done in {out}" if Path(out).is_dir() else f"{out} does not exist yet")
+    return lines
+
+
+def _title(study):
+    """``study NAME (PROFILE)``, or ``study NAME`` for a spec without profiles."""
+    return f"study {study.name} ({study.profile})" if study.profile else f"study {study.name}"
+
+
 def summary_line(study, summary, page):
     """``study NAME (cpu-small): 5 done, 2 skipped, 1 failed in 3 min 10 s; report: OUT/index.html``."""
     minutes, seconds = divmod(round(summary["seconds"]), 60)
     lost = f", {summary['not_run']} not run (stopped)" if summary["not_run"] else ""
-    return (f"study {study.name} ({study.profile}): {summary['done']} done, {summary['skipped']} skipped, "
+    return (f"{_title(study)}: {summary['done']} done, {summary['skipped']} skipped, "
             f"{summary['failed']} failed{lost} in {minutes} min {seconds} s; report: {page}")  # fmt: skip
 
 

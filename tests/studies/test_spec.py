@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from gridit_core.cli import main
 from gridit_core.errors import GriditError
 from gridit_core.studies.spec import expand, load_study, run_name
 
@@ -92,6 +93,41 @@ def test_the_train_notebooks_settings_are_checked_by_building_its_model_before_a
                                 "parameters": {"ARCH": "msc"}, "grid": {"WINDOW": [3, 2]}}))  # fmt: skip
     with pytest.raises(GriditError, match=r'run {"WINDOW": 2}: msc model DiT-N/4: .*window w must be an odd number'):
         load_study(spec)
+    spec.write_text(json.dumps({"notebook": str(STUDIES.parent / "experiments" / "train.ipynb"),
+                                "parameters": {"ARCH": "msc", "FRAMES": 8, "SCHEDULE": "full"},
+                                "grid": {"SAMPLE_FRAMES": ["8", "8,64"]}}))  # fmt: skip
+    with pytest.raises(GriditError, match=r'run {"SAMPLE_FRAMES": "8,64"}: sampling 64 frames: the full schedule denoises '
+                                          r"all frames at once: at most the training length 8, got 64"):  # fmt: skip
+        load_study(spec)
+    spec.write_text(json.dumps({"notebook": str(STUDIES.parent / "experiments" / "train.ipynb"),
+                                "grid": {"ROWS": [2], "OVERLAP": [2, 4]}}))  # fmt: skip
+    with pytest.raises(GriditError, match=r"sampling 64 frames: overlap must be in 0..3 for a 2x2 grid, got 4"):
+        load_study(spec)
     spec.write_text(json.dumps({"notebook": str(STUDIES.parent / "experiments" / "train.ipynb"), "grid": {"INIT": ["no.pt"]}}))
     with pytest.raises(GriditError, match="INIT: file no.pt does not exist"):
         load_study(spec, base=tmp_path)
+
+
+def test_dry_run_lists_the_runs_and_the_slurm_settings_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(STUDIES.parents[1])
+    out = tmp_path / "families-gpu"
+    assert main(["study", str(STUDIES / "families.yaml"), "--profile", "gpu", "--out", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    study = load_study(STUDIES / "families.yaml", "gpu")
+    assert lines[0].startswith(f"study families (gpu): {len(study.runs)} runs of train.ipynb, submitit, ")
+    assert lines[1].startswith("slurm: ") and "gpus_per_node=1" in lines[1]
+    assert [line.split()[:2] for line in lines[2:-1]] == [["pending", r.name] for r in study.runs]
+    assert lines[-1] == f"{out} does not exist yet" and not out.exists()
+
+
+def test_dry_run_on_a_study_folder_says_which_runs_are_done(toy_notebook, write_spec, tmp_path, capsys):
+    spec = write_spec({"name": "toy", "notebook": "nb/toy.ipynb", "grid": {"X": [1, 2]}})
+    study = load_study(spec)
+    out = tmp_path / "out"
+    (out / "runs" / study.runs[0].name).mkdir(parents=True)
+    (out / "runs" / study.runs[0].name / "results.json").write_text("{}")
+    assert main(["study", str(spec), "--out", str(out), "--dry-run", "--jobs", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "study toy: 2 runs of toy.ipynb, local, 3 at a time"
+    assert lines[1].split() == ["done", study.runs[0].name, "X=1"] and lines[2].split() == ["pending", study.runs[1].name, "X=2"]
+    assert lines[3] == f"1 to run, 1 done in {out}" and sorted(p.name for p in out.iterdir()) == ["runs"]
