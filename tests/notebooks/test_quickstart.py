@@ -16,6 +16,9 @@ def test_quickstart_runs_through_gridit_demo_with_tiny_parameters(tmp_path, caps
     assert metrics["train_steps"] == 2 and metrics["sample_frames"] == 6 and metrics["sample_sequences"] == 2
     assert set(metrics["coherence"]) == {"samples", "real", "shuffled", "frozen"}
     assert metrics["coherence"]["real"]["score"] > 0.9 > metrics["coherence"]["shuffled"]["score"]
+    c = metrics["coherence"]
+    in_motion = abs(c["samples"]["motion_error_px"] - c["real"]["motion_error_px"]) < abs(c["samples"]["motion_error_px"] - c["shuffled"]["motion_error_px"])
+    assert metrics["motion_error_closer_to_real_than_shuffled"] == in_motion
     sr = metrics["stage2"]
     assert (sr["train_steps"], sr["scale"], sr["frame_size"], sr["fidelity"]["n"]) == (2, 4, 64, 4)
     assert sr["fidelity"]["psnr_bicubic"] > 15 and sr["beats_bicubic_psnr"] == (sr["fidelity"]["psnr"] > sr["fidelity"]["psnr_bicubic"])
