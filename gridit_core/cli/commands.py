@@ -238,12 +238,15 @@ def cmd_eval(a):
 
 
 def cmd_study(a):
-    from gridit_core.studies.runner import plan, run_study, summary_line
+    from gridit_core.studies.runner import plan, rewrite_report, run_study, summary_line
     from gridit_core.studies.spec import load_study
 
     study = load_study(a.spec, a.profile, base=Path.cwd())  # every run's parameters checked before any starts
     if a.dry_run:
         print("\n".join(plan(study, a.out, jobs=a.jobs, executor=a.executor)))
+        return
+    if a.report_only:
+        print(f"report: {rewrite_report(study, a.out)}")
         return
     summary, page = run_study(study, a.out, jobs=a.jobs, executor=a.executor, resume=a.resume, progress=_progress())
     print(summary_line(study, summary, page))

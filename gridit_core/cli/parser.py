@@ -302,6 +302,9 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue the study in --out: skip done runs, redo failed ones")
     p.add_argument("--dry-run", action="store_true",
                    help="check every run's parameters and list the runs and how they would execute; run nothing")
+    p.add_argument("--report-only", action="store_true",
+                   help="write OUT's report again from the runs already there (after editing the spec's report "
+                        "section or notes); run nothing")
     p.set_defaults(command="study")
     return parser
 

@@ -226,7 +226,9 @@ STYLE = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto
          "th{background:#f3f3f3;cursor:pointer}td.n{text-align:right}.failed{color:#b00}.charts{display:grid;"
          "grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:8px}.charts>div{width:100%}.wide{overflow-x:auto}"
          "pre{background:#f7f7f7;padding:1em;"
-         "overflow:auto}.holds{color:#070}.does-not-hold{color:#b00}.inconclusive{color:#a60}")  # fmt: skip
+         "overflow:auto}.holds{color:#070}.does-not-hold{color:#b00}.inconclusive{color:#a60}"
+         ".gallery figure{display:inline-block;margin:6px;font-size:11px;max-width:540px}"
+         ".gallery img{image-rendering:pixelated;width:512px}")  # fmt: skip
 
 
 def _cell(value):
@@ -262,8 +264,22 @@ class _Charts:
                 f'{{"displaylogo": false, "responsive": true, "displayModeBar": "hover"}});</script>')  # fmt: skip
 
 
-def page(study, records, summary, machine_info):
-    """The HTML of ``index.html``."""
+def samples_gallery(out, records):
+    """HTML figures of the GIFs each finished run lists in its results' ``figures`` and has in its folder (linked
+    relative to ``out``, so the page stays offline); empty when there are none."""
+    figures = []
+    for r in records:
+        gifs = [f for f in ((r["results"] or {}).get("figures") or []) if str(f).endswith(".gif")]
+        for gif in gifs:
+            src = f"runs/{r['name']}/{gif}"
+            if (Path(out) / src).is_file():
+                figures.append(f"<figure><img src='{html.escape(src)}' alt='{html.escape(gif)}'>"
+                               f"<figcaption>{html.escape(r['name'])}<br>{html.escape(gif)}</figcaption></figure>")
+    return f"<div class='gallery'>{''.join(figures)}</div>" if figures else ""
+
+
+def page(study, records, summary, machine_info, out="."):
+    """The HTML of ``index.html``; ``out`` is the study folder, where the runs' sample GIFs are looked for."""
     report = study.report
     metrics = metric_names(records, report.get("metrics"))
     charts = _Charts()
@@ -292,6 +308,9 @@ def page(study, records, summary, machine_info):
         parts.append(f"<h2>{html.escape(metric)} by parameter</h2><div class='charts'>")
         parts += [charts.div(parameter_chart(records, p, metric)) for p in study.varied]
         parts.append("</div>")
+    gallery = samples_gallery(out, records)
+    if gallery:
+        parts += ["<h2>Samples</h2><p>Each finished run's sampled sequences, as its notebook saved them.</p>", gallery]
     rows = []
     for r in records:
         name = _link(r["notebook"], r["name"])
@@ -345,4 +364,4 @@ def write_study_report(study, out, records, summary):
                  "varied": study.varied, "claims": claims, "machine": machine_info, "runs": records}  # fmt: skip
     write_text_atomic(json.dumps(aggregate, indent=2) + "\n", out / "results.json")
     write_text_atomic(results_csv(study, records), out / "results.csv")
-    return write_text_atomic(page(study, records, summary, machine_info), out / "index.html")
+    return write_text_atomic(page(study, records, summary, machine_info, out), out / "index.html")

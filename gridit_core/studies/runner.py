@@ -232,6 +232,23 @@ def run_study(study, out, *, jobs=None, executor=None, resume=False, progress=Tr
     return summary, write_study_report(study, out, records, summary)
 
 
+def rewrite_report(study, out):
+    """Write ``out``'s report again from the runs already there, running nothing (after editing the spec's ``report``
+    or ``notes``); the summary is the last run's, from ``out/results.json``. Returns the page's path."""
+    from gridit_core.studies.report import collect, write_study_report
+
+    out = Path(out)
+    if not (out / "runs").is_dir():
+        raise GriditError(f"{out} holds no study runs to report on")
+    try:
+        summary = json.loads((out / "results.json").read_text())["summary"]
+    except (OSError, ValueError, KeyError):
+        summary = {}
+    records = collect(study, out)
+    summary = summary or {s: sum(r["status"] == s for r in records) for s in ("done", "failed")}
+    return write_study_report(study, out, records, summary)
+
+
 def plan(study, out, *, jobs=None, executor=None):
     """What ``run_study`` would do, as lines of text, without running or writing anything: the profile, how the runs
     would execute (with the SLURM settings), and each run with its varied parameters and whether ``out`` already

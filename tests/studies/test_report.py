@@ -53,13 +53,14 @@ def test_the_report_opens_offline_with_one_local_plotly_and_links_every_run(toy_
                                                "a": {"X": 2}, "b": {"X": 1}, "factor": 2}]}))  # fmt: skip
     done, failed = study.runs
     records = [{"name": done.name, "status": "done", "parameters": done.params, "varied": done.varied,
-                "metrics": {"y": 1, "seconds": 0.1}, "results": {}, "error": None,
+                "metrics": {"y": 1, "seconds": 0.1}, "results": {"figures": ["loss.png", "samples_8f.gif", "gone.gif"]}, "error": None,
                 "notebook": f"runs/{done.name}/toy.ipynb", "log": None},
                {"name": failed.name, "status": "failed", "parameters": failed.params, "varied": failed.varied,
                 "metrics": {}, "results": None, "error": "ValueError: boom", "notebook": f"runs/{failed.name}/toy.ipynb",
                 "log": f"runs/{failed.name}/log.txt"}]  # fmt: skip
     out = tmp_path / "report"
-    out.mkdir()
+    (out / "runs" / done.name).mkdir(parents=True)
+    (out / "runs" / done.name / "samples_8f.gif").write_bytes(b"GIF89a")
     page = write_study_report(study, out, records, {"done": 1, "failed": 1, "seconds": 3.0}).read_text()
     assert (out / "plotly.min.js").read_bytes() == plotly_js().read_bytes()
     scripts = re.findall(r"<script[^>]*src=['\"]([^'\"]+)", page)
@@ -67,6 +68,7 @@ def test_the_report_opens_offline_with_one_local_plotly_and_links_every_run(toy_
     assert page.count("Plotly.newPlot") == 3  # the Pareto chart, y by X, seconds by X
     assert f'href="runs/{done.name}/toy.ipynb"' in page and f'href="runs/{failed.name}/log.txt"' in page
     assert "ValueError: boom" in page and "inconclusive" in page and "two beats one" in page
+    assert re.findall(r"<img src='([^']+)'", page) == [f"runs/{done.name}/samples_8f.gif"]  # listed and present only
     rows = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
     assert [(r["run"], r["status"], r["X"], r["y"]) for r in rows] == [(done.name, "done", "1", "1"), (failed.name, "failed", "2", "")]
     aggregate = json.loads((out / "results.json").read_text())

@@ -131,3 +131,18 @@ def test_dry_run_on_a_study_folder_says_which_runs_are_done(toy_notebook, write_
     assert lines[0] == "study toy: 2 runs of toy.ipynb, local, 3 at a time"
     assert lines[1].split() == ["done", study.runs[0].name, "X=1"] and lines[2].split() == ["pending", study.runs[1].name, "X=2"]
     assert lines[3] == f"1 to run, 1 done in {out}" and sorted(p.name for p in out.iterdir()) == ["runs"]
+
+
+def test_report_only_rewrites_the_report_from_the_runs_there_and_runs_nothing(toy_notebook, write_spec, tmp_path, capsys):
+    spec = write_spec({"name": "toy", "notebook": "nb/toy.ipynb", "grid": {"X": [1, 2]}})
+    study = load_study(spec)
+    out = tmp_path / "out"
+    assert main(["study", str(spec), "--out", str(out), "--report-only"]) == 2
+    assert "holds no study runs to report on" in capsys.readouterr().err
+    (out / "runs" / study.runs[0].name).mkdir(parents=True)
+    (out / "runs" / study.runs[0].name / "results.json").write_text('{"metrics": {"y": 4}}')
+    assert main(["study", str(spec), "--out", str(out), "--report-only"]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {out / 'index.html'}"
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["status"], r["metrics"]) for r in runs] == [("done", {"y": 4}), ("pending", {})]
+    assert not (out / "runs" / study.runs[1].name).exists()  # nothing ran
