@@ -278,7 +278,7 @@ def samples_gallery(out, records):
     return f"<div class='gallery'>{''.join(figures)}</div>" if figures else ""
 
 
-def page(study, records, summary, machine_info, out="."):
+def page(study, records, summary, machine_info, out):
     """The HTML of ``index.html``; ``out`` is the study folder, where the runs' sample GIFs are looked for."""
     report = study.report
     metrics = metric_names(records, report.get("metrics"))

@@ -196,6 +196,11 @@ def _terminate_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+def _how_to_run(study, jobs, executor):
+    """``(jobs, executor)``: those given on the command line, else the profile's."""
+    return jobs or study.jobs, executor or study.executor
+
+
 def run_study(study, out, *, jobs=None, executor=None, resume=False, progress=True):
     """Run ``study`` into ``out`` and write its report; returns the counts ``{"done", "skipped", "failed", "not_run",
     "seconds", "stopped"}`` and the report's path. Ctrl-C stops the runs in flight (``stopped``: they count as not
@@ -205,8 +210,7 @@ def run_study(study, out, *, jobs=None, executor=None, resume=False, progress=Tr
     plotly_js()  # the report's one dependency, found now rather than after the runs
 
     out = Path(out)
-    jobs = jobs or study.jobs
-    executor = executor or study.executor
+    jobs, executor = _how_to_run(study, jobs, executor)
     if executor == "submitit":
         _submitit()  # missing: said before the output folder is made
     todo, skipped = prepare(study, out, resume)
@@ -253,8 +257,7 @@ def plan(study, out, *, jobs=None, executor=None):
     """What ``run_study`` would do, as lines of text, without running or writing anything: the profile, how the runs
     would execute (with the SLURM settings), and each run with its varied parameters and whether ``out`` already
     holds its result. Every run's parameters were checked when ``study`` was loaded."""
-    jobs = jobs or study.jobs
-    executor = executor or study.executor
+    jobs, executor = _how_to_run(study, jobs, executor)
     how = f"{executor}, {jobs} at a time"
     if executor == "submitit":
         how += f", cluster {study.cluster or 'auto (slurm where sbatch exists)'}"
