@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_PINS ?= "torch==2.14.1" "torchvision==0.29.1"
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup demo test bench lab clean
+.PHONY: setup demo test screenshots bench lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q --durations=15
+
+# Refresh the committed widget screenshots in reports/widgets/ (make test writes the browser test's to a temp folder)
+screenshots: setup
+	GRIDIT_REQUIRE_BROWSER=1 GRIDIT_SCREENSHOTS=reports/widgets $(PY) -m pytest -q -m browser tests/widgets/test_browser.py
 
 bench: setup
 	$(PY) benchmarks/bench.py

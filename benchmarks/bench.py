@@ -29,8 +29,10 @@ import torch.nn as nn
 from timm.layers import GELUTanh, Mlp, PatchEmbed
 from timm.models.vision_transformer import Attention
 
-from gridit_core.sequence import SequencePlan, default_overlap, sample_sequence
-from gridit_core.superres import SAMPLE_AUG, upscale_frames
+from gridit_core.models.attention_maps import attention_modules, capture_inputs, explicit_attention
+from gridit_core.sampling import sample_sequence
+from gridit_core.sampling.grids import SequencePlan, default_overlap
+from gridit_core.sampling.upscale import SAMPLE_AUG, upscale_frames
 from gridit_core.training import TrainConfig, Trainer
 from gridit_core.util.device import autocast as autocast_ctx
 from gridit_core.util.device import resolve_device, resolve_precision
@@ -45,16 +47,16 @@ QUICK = dict(train_warmup=1, train_steps=3, frames=8, sample_steps=10, sample_re
 
 
 def quickstart_config(name="QUICKSTART", default=TrainConfig):
-    """A quickstart TrainConfig, ``gridit_core.recipes.<name>``, when that module exists, else ``default()``."""
+    """A quickstart TrainConfig, ``gridit_core.experiments.recipes.<name>``, when that module exists, else ``default()``."""
     try:
-        module = importlib.import_module("gridit_core.recipes")
+        module = importlib.import_module("gridit_core.experiments.recipes")
     except ModuleNotFoundError as err:
-        if err.name != "gridit_core.recipes":  # the module exists but is broken: say so
+        if err.name != "gridit_core.experiments.recipes":  # the module exists but is broken: say so
             raise
         module = None
     cfg = getattr(module, name, None)
     if cfg is not None:
-        return cfg, f"gridit_core.recipes.{name}"
+        return cfg, f"gridit_core.experiments.recipes.{name}"
     return default(), f"{default.__module__}.{default.__name__}()"
 
 
@@ -300,15 +302,20 @@ def bench_reference(model, diffusion, cfg, device, n):
 
     model.eval()
     with torch.no_grad():
-        calls = {"default": lambda: model(x, t), "return_attn": lambda: model(x, t, return_attn=True)}
+        captured = capture_inputs(model, x, t, range(model.config.depth))  # each attention module's inputs
+        modules = attention_modules(model)
+        calls = {"default": lambda: model(x, t),
+                 "explicit": lambda: [explicit_attention(modules[i], *inputs) for i, inputs in captured.items()]}
         sec = time_round_robin(calls, device, warmup=n["compare_warmup"], repeats=n["compare_repeats"])
         counts = {name: sdpa_calls(fn) for name, fn in calls.items()}
     attention = {
-        "what": "our forward (no grad) with the default fused SDPA path vs return_attn=True (explicit softmax)",
-        "batch_size": b, "fused_ms": 1e3 * sec["default"], "explicit_ms": 1e3 * sec["return_attn"],
-        "explicit_over_fused": sec["return_attn"] / sec["default"],
-        "sdpa_calls_default": counts["default"], "sdpa_calls_return_attn": counts["return_attn"],
-        "fused_path_used": counts["default"] == model.config.depth and counts["return_attn"] == 0,
+        "what": "our forward (no grad) with the default fused SDPA path vs every layer's attention recomputed from "
+                "its inputs as an explicit softmax that keeps the probabilities (models.attention_maps, what the "
+                "inspector widget adds to a forward)",
+        "batch_size": b, "fused_ms": 1e3 * sec["default"], "explicit_ms": 1e3 * sec["explicit"],
+        "explicit_over_fused": sec["explicit"] / sec["default"],
+        "sdpa_calls_default": counts["default"], "sdpa_calls_explicit": counts["explicit"],
+        "fused_path_used": counts["default"] == model.config.depth and counts["explicit"] == 0,
     }  # fmt: skip
     return reference, attention
 

@@ -1,6 +1,6 @@
 """Coherence of a stage-1 checkpoint's samples under several sampling settings, beside real, shuffled and frozen data.
 
-The numbers the README and the asset READMEs quote about sampling settings come from this script:
+The numbers docs/results.md and the asset READMEs quote about sampling settings come from this script:
 
     .venv/bin/python benchmarks/coherence.py            # the shipped demo checkpoint, 8 sequences x 32 frames
     .venv/bin/python benchmarks/coherence.py --quick    # 2 sequences x 8 frames, 5 steps: a smoke test
@@ -25,8 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from gridit_core.quickstart import real_sequences, score  # noqa: E402
-from gridit_core.sequence import SampleConfig, sample_sequence  # noqa: E402
+from gridit_core.experiments.quickstart import real_sequences, score  # noqa: E402
+from gridit_core.sampling import SampleConfig, family_of, sample_sequence  # noqa: E402
 from gridit_core.training import load_trained  # noqa: E402
 from gridit_core.util.image import tensor_to_uint8  # noqa: E402
 from gridit_core.util.io import write_bytes_atomic, write_text_atomic  # noqa: E402
@@ -35,12 +35,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CKPT = REPO / "assets" / "demo_bouncing" / "model.safetensors"
 
 
-def settings_to_compare(saved, arch="grid", extra=()):
-    """Named ``SampleConfig``s: the library defaults, the checkpoint's saved ones, those without resampling (grid,
-    tensor), and any ``extra`` settings dicts given on the command line."""
+def settings_to_compare(saved, family, extra=()):
+    """Named ``SampleConfig``s: the library defaults, the checkpoint's saved ones, those without resampling (for the
+    families that resample), and any ``extra`` settings dicts given on the command line."""
     saved = SampleConfig.from_dict(saved) if saved else SampleConfig()
     out = {"library defaults": SampleConfig(), "saved with the checkpoint": saved}
-    if arch != "msc":
+    if "resample" in family.sample_fields:
         out["saved, without resampling"] = dataclasses.replace(saved, resample=1)
     for d in extra:
         out[json.dumps(d, sort_keys=True)] = SampleConfig.from_dict({**dataclasses.asdict(saved), **d})
@@ -52,15 +52,15 @@ def measure(ckpt, n_sequences, n_frames, seed, steps=None, extra=()):
     model, diffusion, cfg = load_trained(ckpt)
     real = real_sequences(cfg, n_sequences, n_frames)
     results = {}
-    for name, settings in settings_to_compare(cfg.sampling, cfg.arch, extra).items():
+    for name, settings in settings_to_compare(cfg.sampling, family_of(model), extra).items():
         if steps is not None:
             settings = dataclasses.replace(settings, steps=steps)
         t0 = time.perf_counter()
-        frames = sample_sequence(model, diffusion, n_frames, rows=cfg.rows, cols=cfg.cols, n_sequences=n_sequences,
-                                 seed=seed, progress=sys.stderr.isatty(), **settings.kwargs(cfg.arch))  # fmt: skip
+        frames = sample_sequence(model, diffusion, n_frames, settings, n_sequences=n_sequences, seed=seed,
+                                 progress=sys.stderr.isatty())  # fmt: skip
         seconds = time.perf_counter() - t0
         scores = score(tensor_to_uint8(frames), real)
-        results[name] = {"settings": settings.kwargs(cfg.arch), "coherence": scores["samples"],
+        results[name] = {"settings": settings.pick(family_of(model).sample_fields), "coherence": scores["samples"],
                          "seconds_per_frame": seconds / (n_frames * n_sequences)}  # fmt: skip
         baselines = {k: scores[k] for k in ("real", "shuffled", "frozen")}
     return results, baselines

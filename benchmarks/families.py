@@ -28,11 +28,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from gridit_core.diffusion import Diffusion, DiffusionConfig  # noqa: E402
-from gridit_core.models import build_model  # noqa: E402
-from gridit_core.models.msc import paper_flops  # noqa: E402
-from gridit_core.rollout import generate_rollout  # noqa: E402
-from gridit_core.sequence import generate_frames  # noqa: E402
-from gridit_core.superres import build_sr_model, upscale_frames  # noqa: E402
+from gridit_core.models import build_dit  # noqa: E402
+from gridit_core.models.msc import full_paper_flops, msc_paper_flops  # noqa: E402
+from gridit_core.models.sr import build_sr_model  # noqa: E402
+from gridit_core.sampling import FAMILIES, SampleConfig, generate_frames  # noqa: E402
+from gridit_core.sampling.rollout import causal_frames  # noqa: E402
+from gridit_core.sampling.upscale import upscale_frames  # noqa: E402
 from gridit_core.util.io import write_bytes_atomic, write_text_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ COST = {k: MSC[k] for k in ("window", "p_frames", "pool", "i_stride")}  # what t
 def video_model(arch, frame_size, frames, seed=0):
     torch.manual_seed(seed)
     kw = MSC if arch == "msc" else {}
-    return build_model(SIZE, arch=arch, frame_size=frame_size, frames=frames, in_channels=3, **kw).eval()
+    return FAMILIES[arch].build(SIZE, frame_size=frame_size, frames=frames, in_channels=3, **kw).eval()
 
 
 def median_time(fn, repeats):
@@ -104,7 +105,7 @@ def by_length(lengths, repeats, frame_size=16):
             tokens = t_len * (frame_size // 4) ** 2
             rows.append({"arch": arch, "frames": t_len, "tokens": tokens, "forward_s": fwd, "train_step_s": train,
                          "attention_forward_s": attn,
-                         "paper_flops_per_layer": paper_flops(arch, tokens, 128, **COST),
+                         "paper_flops_per_layer": msc_paper_flops(tokens, 128, **COST) if arch == "msc" else full_paper_flops(tokens, 128),
                          "attention_flops_per_layer": attention_flops(arch, t_len, (frame_size // 4) ** 2, 128, MSC)})  # fmt: skip
             print(f"  {arch:6s} T={t_len:4d}: forward {fwd * 1e3:8.1f} ms, train step {train * 1e3:8.1f} ms, "
                   f"one attention layer {attn * 1e3:8.1f} ms", flush=True)  # fmt: skip
@@ -118,7 +119,7 @@ def autoregressive_cost(n_frames, steps, frame_size=16):
     out = {}
     for cache in (True, False):
         stamps = [time.perf_counter()]
-        for _ in generate_rollout(model, diffusion, n_frames, steps=steps, progress=False, cache=cache):
+        for _ in causal_frames(model, diffusion, n_frames, SampleConfig(steps=steps), progress=False, cache=cache):
             stamps.append(time.perf_counter())
         out["cached" if cache else "uncached"] = [b - a for a, b in zip(stamps, stamps[1:])]
     return out
@@ -129,7 +130,7 @@ def paper_comparison(lengths, steps, low=16, scale=4):
     the tensor model and MSC at the final resolution; equal width, depth and steps."""
     diffusion = Diffusion(DiffusionConfig(num_steps=1000))
     torch.manual_seed(0)
-    grid = build_model(SIZE, input_size=2 * low, in_channels=3, rows=2, cols=2, learn_sigma=False).eval()
+    grid = build_dit(SIZE, input_size=2 * low, in_channels=3, rows=2, cols=2, learn_sigma=False).eval()
     sr = build_sr_model(SIZE, low * scale, scale, patch_size=8).eval()
     high = low * scale
     rows = []
@@ -158,8 +159,7 @@ def paper_comparison(lengths, steps, low=16, scale=4):
 _MEMORY_CHILD = """
 import os, sys, threading, time, torch
 from gridit_core.diffusion import Diffusion, DiffusionConfig
-from gridit_core.models import build_model
-from gridit_core.sequence import generate_frames
+from gridit_core.sampling import FAMILIES, generate_frames
 arch, n = sys.argv[1], int(sys.argv[2])
 page = os.sysconf("SC_PAGE_SIZE")
 def rss():
@@ -167,10 +167,10 @@ def rss():
         return int(f.read().split()[1]) * page
 torch.manual_seed(0)
 if arch == "grid":
-    model = build_model("DiT-N/4", input_size=32, in_channels=3, rows=2, cols=2, learn_sigma=False).eval()
+    model = FAMILIES["grid"].build("DiT-N/4", input_size=32, in_channels=3, rows=2, cols=2, learn_sigma=False).eval()
     kw = dict(rows=2, cols=2, overlap=2)
 else:
-    model = build_model("DiT-N/4", arch=arch, frame_size=16, frames=8, in_channels=3).eval()
+    model = FAMILIES[arch].build("DiT-N/4", frame_size=16, frames=8, in_channels=3).eval()
     kw = {}
 diffusion = Diffusion(DiffusionConfig(num_steps=1000))
 def run(frames):

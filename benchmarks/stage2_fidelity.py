@@ -1,6 +1,6 @@
 """Fidelity of a stage-2 checkpoint on held-out frames: PSNR and SSIM against bicubic upsampling.
 
-The stage-2 numbers the README, ``assets/demo_sr/README.md`` and ``reports/stage2_x4.md`` quote come from this
+The stage-2 numbers ``docs/results.md``, ``assets/demo_sr/README.md`` and ``reports/stage2_x4.md`` quote come from this
 script:
 
     .venv/bin/python benchmarks/stage2_fidelity.py                         # the shipped demo_sr checkpoint
@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from gridit_core.quickstart import sr_fidelity
+from gridit_core.experiments.quickstart import sr_fidelity
 from gridit_core.training import load_sr
 from gridit_core.util.io import write_text_atomic
 

@@ -43,10 +43,10 @@ def test_quick_run_writes_a_complete_report(tmp_path):
     assert report["reference"]["adaln_in_reference"] is True
     assert isinstance(report["reference"]["passes"], bool)
     assert report["attention"]["sdpa_calls_default"] == report["config"]["depth"]
-    assert report["attention"]["sdpa_calls_return_attn"] == 0
+    assert report["attention"]["sdpa_calls_explicit"] == 0
     assert report["attention"]["fused_path_used"] is True
     stage2 = report["stage2"]
-    assert stage2["source"] == "gridit_core.recipes.QUICKSTART_SR" and stage2["scale"] == 4
+    assert stage2["source"] == "gridit_core.experiments.recipes.QUICKSTART_SR" and stage2["scale"] == 4
     per_frame = stage2["seconds_per_frame"]
     assert per_frame["stage1"] == sampling["seconds_per_frame"] and per_frame["stage2"] > 0
     assert per_frame["both"] == per_frame["stage1"] + per_frame["stage2"]

@@ -38,7 +38,7 @@ def test_sampling_does_not_import_the_trainer():
     out = run("""
         import sys
         from gridit_core.cli.commands import cmd_sample  # what gridit sample loads
-        from gridit_core.pipeline import sample_two_stage
+        from gridit_core.sampling.two_stage import sample_two_stage
         from gridit_core.training import load_sr, load_trained
         model, diffusion, cfg = load_trained("assets/demo_bouncing/model.safetensors")
         print(sorted(m for m in sys.modules if m.startswith("gridit_core.training.trainer")))

@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 
 from gridit_core.errors import GriditError
-from gridit_core.models import inspect as xattn  # explicit attention, computed on demand
+from gridit_core.models import attention_maps as xattn  # explicit attention, computed on demand
 from gridit_core.report.page import figure_png
 from gridit_core.util.image import uint8_to_tensor
 from gridit_core.util.io import write_text_atomic
@@ -151,7 +151,7 @@ class AttentionState:
     def gates(self, levels=None):
         """MSC: ``(levels (K,), weights (depth, K, 2))``, the branch weights of every layer by noise level."""
         model = self.loaded.model
-        if getattr(model, "arch", "grid") != "msc":
+        if not self.loaded.family.causal:
             return None
         levels = torch.linspace(0, self.loaded.diffusion.num_steps - 1, 41).round().long() if levels is None else levels
         return levels, model.gate_weights(levels.to(self.loaded.device)).float().cpu()
@@ -162,7 +162,7 @@ class AttentionState:
     def tiles(self):
         """``(rows, cols)`` of frames in the picture: the grid model's grid, else one row of up to 8."""
         ld = self.loaded
-        return (ld.rows, ld.cols) if ld.arch == "grid" else (-(-ld.window // 8), min(ld.window, 8))
+        return (ld.rows, ld.cols) if ld.family.on_grids else (-(-ld.window // 8), min(ld.window, 8))
 
     @property
     def zoom(self):
@@ -210,7 +210,7 @@ class AttentionState:
 
     def describe(self):
         what = f"rollout of layers 0-{self.layer}" if self.view == "rollout" else f"layer {self.layer}"
-        branch = f", branch {self.branch}" if self.loaded.arch == "msc" else ""
+        branch = f", branch {self.branch}" if self.loaded.family.causal else ""
         return (f"{self.loaded.describe()}. {what}, heads {sorted(self.checked)} ({self.mode}){branch}, t = {self.t}, "
                 f"frames {self.start}-{self.start + self.loaded.window - 1}, token (frame, y, x) = {self.token}")  # fmt: skip
 

@@ -13,7 +13,8 @@ from PIL import Image
 
 from gridit_core.diffusion import Diffusion
 from gridit_core.errors import GriditError
-from gridit_core.latent import IdentityCodec
+from gridit_core.models.codec import IdentityCodec
+from gridit_core.sampling import family_of
 
 USER_ERRORS = (GriditError, OSError, ValueError, TypeError, RuntimeError, KeyError)  # shown in red, never raised
 
@@ -31,8 +32,9 @@ class Loaded:
     source: str = "model object"
 
     @property
-    def arch(self):
-        return getattr(self.model, "arch", "grid")
+    def family(self):
+        """The model's family (``gridit_core.sampling.FAMILIES``)."""
+        return family_of(self.model)
 
     @property
     def device(self):
@@ -41,19 +43,18 @@ class Loaded:
     @property
     def window(self):
         """Frames the model sees at once: a grid's cells, or the sequence model's training clip."""
-        return self.rows * self.cols if self.arch == "grid" else self.model.config.frames
+        return self.model.config.frames
 
     @property
     def frame_hw(self):
         """``(H, W)`` of a frame in the model's space (pixels, or latents)."""
-        cfg = self.model.config
-        return cfg.frame_size if self.arch == "grid" else cfg.frame_hw
+        return self.model.config.frame_hw
 
     def describe(self):
         name = getattr(self.model, "name", type(self.model).__name__)
         h, w = self.frame_hw
-        extent = f"a {self.rows}x{self.cols} grid" if self.arch == "grid" else f"clips of {self.window}"
-        return f"{name} ({self.arch}): {extent} of {h}x{w} frames; from {self.source}"
+        extent = f"a {self.rows}x{self.cols} grid" if self.family.on_grids else f"clips of {self.window}"
+        return f"{name} ({self.family.name}): {extent} of {h}x{w} frames; from {self.source}"
 
 
 def load_stage1(source, diffusion=None, *, device="cpu"):
@@ -67,7 +68,7 @@ def load_stage1(source, diffusion=None, *, device="cpu"):
         return Loaded(model, diff, cfg.rows, cfg.cols, dict(cfg.sampling), codec, str(source))
     if not isinstance(source, torch.nn.Module):
         raise GriditError(f"expected a checkpoint path or a model, got {type(source).__name__}")
-    rows, cols = (source.config.rows, source.config.cols) if getattr(source, "arch", "grid") == "grid" else (1, 1)
+    rows, cols = (source.config.rows, source.config.cols) if family_of(source).on_grids else (1, 1)
     return Loaded(source.eval(), diffusion or Diffusion(), rows, cols, {}, IdentityCodec())
 
 

@@ -74,7 +74,7 @@ class AttentionInspector(W.VBox):
         self.t.max, self.t.value = ld.diffusion.num_steps - 1, s.t
         self.start.max, self.start.value = s.max_start, s.start
         self.start.layout.display = "" if s.max_start > 0 else "none"
-        msc = ld.arch == "msc"
+        msc = ld.family.causal  # two branches and their gate
         self.branch.layout.display = self.gate_box.layout.display = "" if msc else "none"
         branch_of = ld.model.blocks[0].attn.high_heads if msc else None
         boxes = []
@@ -135,7 +135,7 @@ class AttentionInspector(W.VBox):
         s = self.state
         if s is None:
             return
-        if s.loaded.arch == "msc":
+        if s.loaded.family.causal:
             self.gate_plot.layout.shapes = [dict(type="line", x0=s.t, x1=s.t, y0=0, y1=2, line=dict(color="black", width=1))]
         if matrix:
             fm = s.frame_matrix().numpy()

@@ -8,8 +8,9 @@ import ipywidgets as W
 
 from gridit_core.diffusion import STEPPER_KINDS
 from gridit_core.errors import GriditError
-from gridit_core.sequence import CAUSAL_SCHEDULES, FIELDS, SAMPLE_OUTPUTS, SampleConfig, default_overlap
-from gridit_core.superres import SAMPLE_AUG
+from gridit_core.sampling import CAUSAL_SCHEDULES, FAMILIES, SAMPLE_OUTPUTS, SampleConfig
+from gridit_core.sampling.families import DEFAULT_FAMILY
+from gridit_core.sampling.upscale import SAMPLE_AUG
 from gridit_core.util.io import FrameWriter, prepare_output_dir
 from widgets.common import display_zoom, error_html, guarded, load_stage1, note_html, png_bytes, to_uint8, zoom
 from widgets.session import SamplingRun
@@ -125,18 +126,18 @@ class SequenceSampler(W.VBox):
         self.loaded = None
         self.run_button.disabled = True
         loaded = load_stage1(ckpt, diffusion, device=self.device)
-        arch = loaded.arch
+        family = loaded.family
         saved = SampleConfig(**loaded.sampling)
         for name, control in self.controls.items():
-            control.layout.display = "" if name in FIELDS[arch] else "none"
+            control.layout.display = "" if name in family.sample_fields else "none"
             value = getattr(saved, name)
             if name == "overlap" and value is None:
-                value = default_overlap(loaded.rows, loaded.cols) if arch == "grid" else loaded.window // 2
+                value = family.default_overlap(loaded.model)
             if name == "context" and value is None:
-                value = loaded.model.span if arch == "msc" else 0
+                value = getattr(loaded.model, "span", 0)
             control.value = value
         self.controls["overlap"].max = loaded.window - 1
-        self.trace.description = {"grid": "trajectory of grid", "tensor": "trajectory of window"}.get(arch, "trajectory of frame")
+        self.trace.description = f"trajectory of {family.traced}"
         self.loaded = loaded
         self.run_button.disabled = False
         self._show_sr_box()
@@ -158,8 +159,8 @@ class SequenceSampler(W.VBox):
 
     def settings(self):
         """The ``SampleConfig`` the controls describe (the fields the loaded architecture uses)."""
-        arch = self.loaded.arch if self.loaded else "grid"
-        return SampleConfig(**{k: self.controls[k].value for k in FIELDS[arch]})
+        family = self.loaded.family if self.loaded else FAMILIES[DEFAULT_FAMILY]
+        return SampleConfig(**{k: self.controls[k].value for k in family.sample_fields})
 
     # -- running ---------------------------------------------------------------------------------------------------
 
@@ -205,7 +206,7 @@ class SequenceSampler(W.VBox):
         self._last_push = now
         p = run.progress
         self.bar.max, self.bar.value = p["units"] * p["steps"], p["unit"] * p["steps"] + p["step"]
-        unit = {"grid": "grid", "tensor": "window"}.get(self.loaded.arch, "rollout") if p["stage"] == 1 else "stage-2 batch"
+        unit = self.loaded.family.unit if p["stage"] == 1 else "stage-2 batch"
         self.bar_label.value = f"{unit} {p['unit'] + 1}/{p['units']}, step {p['step']}/{p['steps']}; {len(run.frames)} frames"
         if run.live is not None:
             z = display_zoom(run.live[0].shape[0])

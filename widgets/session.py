@@ -1,8 +1,8 @@
 """One sampling run, off the UI thread: what the SequenceSampler's Run button starts, with no widget in it.
 
-The frames come from ``gridit_core.sequence.generate_frames``, the function ``gridit sample`` streams to disk, with
+The frames come from ``gridit_core.sampling.grids.generate_frames``, the function ``gridit sample`` streams to disk, with
 the same settings and seed, so the run gives the frames the command writes. A stage-2 model, if given, then
-super-resolves them as ``pipeline.sample_two_stage`` does (8-bit frames, batches seeded with ``batch_seed``). The
+super-resolves them as ``sampling.two_stage.sample_two_stage`` does (8-bit frames, batches seeded with ``batch_seed``). The
 model is wrapped so that once ``stop()`` is asked its next call raises: a run ends within one model call and keeps
 the frames already final.
 """
@@ -12,13 +12,11 @@ import time
 
 import torch
 
-from gridit_core.pipeline import batch_seed
-from gridit_core.sequence import SampleConfig, generate_frames
-from gridit_core.superres import SAMPLE_AUG, check_upscale_settings, upscale_frames
+from gridit_core.sampling import SampleConfig, generate_frames
+from gridit_core.sampling.two_stage import batch_seed
+from gridit_core.sampling.upscale import SAMPLE_AUG, check_upscale_settings, upscale_frames
 from gridit_core.util.image import tensor_to_uint8, uint8_to_tensor
 from widgets.common import tile, to_uint8
-
-UNITS = {"grid": ("grid", "grids"), "tensor": ("window", "windows"), "msc": (None, None)}  # the callback's unit keys
 
 
 class Stopped(Exception):
@@ -83,9 +81,9 @@ class SamplingRun:
             check_upscale_settings(sr_model, sr_diffusion, sr_cfg.scale, batch_size=o["batch"], aug_level=o["aug_level"],
                                    steps=o["steps"], sampler=o["sampler"], eta=o["eta"], codec=sr_codec)  # fmt: skip
         model = Stoppable(ld.model, self._event)
-        return generate_frames(model, ld.diffusion, self.n_frames, rows=ld.rows, cols=ld.cols, seed=self.seed,
-                               device=ld.device, progress=False, callback=self._on_step, codec=ld.codec,
-                               **self.settings.kwargs(ld.arch))  # fmt: skip
+        return generate_frames(model, ld.diffusion, self.n_frames, self.settings, rows=ld.rows, cols=ld.cols,
+                               seed=self.seed, device=ld.device, progress=False, callback=self._on_step,
+                               codec=ld.codec)  # fmt: skip
 
     # -- running ---------------------------------------------------------------------------------------------------
 
@@ -131,15 +129,9 @@ class SamplingRun:
     # -- what the sampler reports ----------------------------------------------------------------------------------
 
     def _on_step(self, info):
-        unit_key, units_key = UNITS[self.loaded.arch]
-        unit = info.get(unit_key, 0) if unit_key else 0
-        self.progress = {"stage": 1, "unit": unit, "units": info.get(units_key, 1) if units_key else 1,
-                         "step": info["i"] + 1, "steps": info["steps"]}  # fmt: skip
-        if unit_key:
-            traced = unit == self.trace
-        else:  # msc: the iterations in which frame ``trace`` is being denoised
-            a, b = info["frames"]
-            traced = a <= self.trace < b
+        self.progress = {"stage": 1, "unit": info["unit"], "units": info["units"], "step": info["i"] + 1,
+                         "steps": info["steps"]}  # fmt: skip
+        traced = self.loaded.family.traces(info, self.trace)
         kept = info["i"] % self.every == 0 or info["i"] == info["steps"] - 1
         if traced or kept:
             pictures = (preview(info["x"]), preview(info["x0_pred"]))
@@ -150,7 +142,7 @@ class SamplingRun:
                 self._notify()
 
     def _upscale(self):
-        """Stage 2 on the 8-bit frames, in seeded batches, as ``pipeline.sample_two_stage`` does."""
+        """Stage 2 on the 8-bit frames, in seeded batches, as ``sampling.two_stage.sample_two_stage`` does."""
         sr_model, sr_diffusion, sr_cfg, sr_codec = self.sr
         o = self.sr_opts
         low = uint8_to_tensor(tensor_to_uint8(torch.stack(self.frames)))  # (T, 3, h, w) as written to PNG

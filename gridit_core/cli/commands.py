@@ -14,8 +14,13 @@ QUICKSTART = REPO_ROOT / "notebooks" / "experiments" / "quickstart.ipynb"
 # model config fields the trainer sets from the grid, clip and diffusion flags; --model-kwargs may set the others
 TRAINER_SET = {"input_size", "in_channels", "out_channels", "aug_cond", "rows", "cols", "pos_embed", "learn_sigma",
                "arch", "frame_size", "frames"}  # fmt: skip
-MSC_FLAGS = {"window": "--window", "p_frames": "--p-frames", "pool": "--pool", "i_stride": "--i-stride",
-             "i_frames": "--i-frames", "high_heads": "--high-heads", "gate": "--gate", "light_cone": "--light-cone"}
+CLIP_FLAGS = {"frames": "--frames", "noise": "--noise"}  # TrainConfig fields of the families that train on clips
+SAMPLE_FLAGS = ("sampler", "steps", "eta", "resample", "overlap", "interpolate", "schedule", "chunk", "context",
+                "context_noise")  # the SampleConfig fields gridit sample has a flag for
+
+
+def _flag(name):
+    return f"--{name.replace('_', '-')}"
 
 
 def _device(name):
@@ -52,10 +57,10 @@ def _check_model(cfg, codec=None):
     """Build the model on the meta device (no memory, no weights) so a bad size fails before data or output is touched."""
     import torch
 
-    from gridit_core.models import ARCHITECTURES
+    from gridit_core.sampling import get_family
     from gridit_core.training import build_model_and_diffusion
 
-    settable = set(ARCHITECTURES[cfg.arch].config_class.__dataclass_fields__) - TRAINER_SET
+    settable = set(get_family(cfg.arch).model_class.config_class.__dataclass_fields__) - TRAINER_SET
     unknown = set(cfg.model_kwargs) - settable
     if unknown:
         allowed = sorted(settable)
@@ -87,17 +92,19 @@ def _stage_args(a):
 
 
 def _arch_args(a):
-    """``TrainConfig`` fields from the architecture flags; a flag of another family is refused by name."""
-    sequence = {"--frames": a.frames, "--noise": a.noise}
-    msc = {flag: getattr(a, name) for name, flag in MSC_FLAGS.items()}
-    tensor = {"--attention": a.attention}
-    wrong = {"grid": {**sequence, **msc, **tensor}, "tensor": msc, "msc": tensor}[a.arch]
-    given = [flag for flag, value in wrong.items() if value is not None]
-    if given:
-        raise GriditError(f"options that a {a.arch} model does not take: {', '.join(given)}")
-    kwargs = {name: getattr(a, name) for name in [*MSC_FLAGS, "attention"] if getattr(a, name) is not None}
+    """``TrainConfig`` fields from the family flags; a flag of another family is refused by name."""
+    from gridit_core.sampling import FAMILIES
+
+    family = FAMILIES[a.arch]
+    options = {name for f in FAMILIES.values() for name in f.model_options}
+    wrong = [_flag(name) for name in sorted(options - set(family.model_options)) if getattr(a, name) is not None]
+    if family.on_grids:
+        wrong = [flag for name, flag in CLIP_FLAGS.items() if getattr(a, name) is not None] + wrong
+    if wrong:
+        raise GriditError(f"options that a {a.arch} model does not take: {', '.join(wrong)}")
+    kwargs = {name: getattr(a, name) for name in family.model_options if getattr(a, name) is not None}
     out = {"arch": a.arch, "model_kwargs": {**a.model_kwargs, **kwargs}}
-    return out | {k: v for k, v in (("frames", a.frames), ("noise", a.noise)) if v is not None}
+    return out | {name: getattr(a, name) for name in CLIP_FLAGS if getattr(a, name) is not None}
 
 
 def cmd_train(a):
@@ -124,24 +131,21 @@ def cmd_train(a):
     print(f"step {trainer.step}: {loss}checkpoint in {Path(a.out) / 'checkpoints'}")
 
 
-def sample_settings(a, saved, arch="grid"):
+def sample_settings(a, saved, family):
     """The stage-1 sampling settings: each flag given, else the checkpoint's saved one, else ``SampleConfig``'s; a
-    flag that ``arch`` does not use is refused by name."""
-    from gridit_core.sequence import FIELDS, SampleConfig
+    flag that ``family`` does not use is refused by name."""
+    from gridit_core.sampling import SampleConfig
 
-    flags = {"sampler": a.sampler, "steps": a.steps, "eta": a.eta, "resample": a.resample, "overlap": a.overlap,
-             "interpolate": a.interpolate, "schedule": a.schedule, "chunk": a.chunk, "context": a.context,
-             "context_noise": a.context_noise}  # fmt: skip
-    given = {k: v for k, v in flags.items() if v is not None}
-    wrong = [f"--{k.replace('_', '-')}" for k in given if k not in FIELDS[arch]]
+    given = {k: getattr(a, k) for k in SAMPLE_FLAGS if getattr(a, k) is not None}
+    wrong = [_flag(k) for k in given if k not in family.sample_fields]
     if wrong:
-        raise GriditError(f"sampling options that a {arch} model does not use: {', '.join(wrong)}")
-    return SampleConfig.from_dict({**saved, **given})
+        raise GriditError(f"sampling options that a {family.name} model does not use: {', '.join(wrong)}")
+    return SampleConfig.over(saved, given)
 
 
 def cmd_sample(a):
-    from gridit_core.pipeline import sample_two_stage
-    from gridit_core.sequence import sample_sequence
+    from gridit_core.sampling import get_family, sample_sequence
+    from gridit_core.sampling.two_stage import sample_two_stage
     from gridit_core.training import load_codec, load_sr, load_trained
 
     stage2 = {"--sr-steps": a.sr_steps, "--noise-level": a.noise_level, "--sr-batch": a.sr_batch}
@@ -155,13 +159,12 @@ def cmd_sample(a):
         raise GriditError(f"--vae {a.vae}: neither stage was trained in a VAE's latents")
     vae = {"vae": a.vae, "device": device}
     codec = load_codec(cfg, model, **vae)
-    settings = sample_settings(a, cfg.sampling, cfg.arch)
-    stage1 = dict(**settings.kwargs(cfg.arch), seed=a.seed, device=model.pos_embed.device, fps=a.fps, progress=_progress(),
+    settings = sample_settings(a, cfg.sampling, get_family(cfg.arch))
+    stage1 = dict(settings=settings, seed=a.seed, device=model.pos_embed.device, fps=a.fps, progress=_progress(),
                   codec=codec)
     out = Path(a.out)
     if a.sr_ckpt is None:
-        sample_sequence(model, diffusion, a.frames, rows=cfg.rows, cols=cfg.cols, out_dir=out, overwrite=a.overwrite,
-                        **stage1)
+        sample_sequence(model, diffusion, a.frames, out_dir=out, overwrite=a.overwrite, **stage1)
         print(f"wrote {a.frames} frames to {out / 'frames'} and {out / 'sequence.gif'}")
         return
     sr_model, sr_diffusion, sr_cfg = sr
@@ -176,7 +179,7 @@ def cmd_sample(a):
 
 
 def cmd_upscale(a):
-    from gridit_core.pipeline import upscale_folder
+    from gridit_core.sampling.two_stage import upscale_folder
     from gridit_core.training import load_codec, load_sr
 
     device = _device(a.device)
@@ -200,8 +203,8 @@ def cmd_export(a):
 
 
 def cmd_demo(a):
-    from gridit_core import quickstart
-    from gridit_core.params import parse_overrides, read_parameters
+    from gridit_core.experiments import quickstart
+    from gridit_core.experiments.params import parse_overrides, read_parameters
     from gridit_core.util.io import prepare_output_dir
 
     if not QUICKSTART.is_file():
@@ -222,7 +225,7 @@ def cmd_demo(a):
 
 
 def cmd_eval(a):
-    from gridit_core.evaluate import evaluate, table
+    from gridit_core.metrics.evaluate import evaluate, table
     from gridit_core.util.io import write_text_atomic
 
     out = Path(a.out)

@@ -81,12 +81,12 @@ def build_parser():
     """The parser of every ``gridit`` command; each sub-command stores its name in ``command``."""
     from gridit_core.diffusion import STEPPER_KINDS
     from gridit_core.diffusion.process import LOSS_WEIGHTINGS, PREDICTIONS, SCHEDULES, DiffusionConfig
-    from gridit_core.models import ARCHITECTURES, DiT_models
+    from gridit_core.models import DiT_models
     from gridit_core.models.positions import POS_EMBEDS
+    from gridit_core.models.sr import MAX_AUG, SAMPLE_AUG, SCALES
     from gridit_core.models.video import ATTENTIONS, GATES, VideoDiTConfig
-    from gridit_core.sequence import CAUSAL_SCHEDULES, SampleConfig
-    from gridit_core.superres import MAX_AUG, SAMPLE_AUG, SCALES
-    from gridit_core.training.config import NOISE_MODES, TrainConfig
+    from gridit_core.sampling import CAUSAL_SCHEDULES, FAMILIES, SampleConfig
+    from gridit_core.training.config import TrainConfig
     from gridit_core.util.device import PRECISIONS
 
     train, dif, smp = TrainConfig(), DiffusionConfig(), SampleConfig()
@@ -110,12 +110,12 @@ def build_parser():
     p.add_argument("--data", required=True, help="dataset folder, organised grid folder, or builtin:bouncing / builtin:digits")
     p.add_argument("--model", default=train.model, choices=sorted(DiT_models), metavar="NAME",
                    help=f"model name: {', '.join(DiT_models)}")
-    p.add_argument("--arch", choices=list(ARCHITECTURES), default=train.arch,
-                   help="grid: GriDiT's 2D DiT on grid images (default); tensor: a DiT over the sequence as one tensor "
-                        "(the baseline GriDiT argues against); msc: multi-scale spatio-temporal causal attention")
+    p.add_argument("--arch", choices=list(FAMILIES), default=train.arch,
+                   help="; ".join(f"{f.name}: {f.title}" for f in FAMILIES.values()) + f" (default {train.arch})")
     p.add_argument("--frames", type=_positive(int), default=None,
                    help=f"tensor, msc: clip length T the model trains on (default {train.frames})")
-    p.add_argument("--noise", choices=NOISE_MODES, default=None,
+    noise_modes = sorted({m for f in FAMILIES.values() for m in f.noise_modes})
+    p.add_argument("--noise", choices=noise_modes, default=None,
                    help="tensor, msc: one noise level per frame (Diffusion Forcing) or one per clip "
                         "(default: per-frame for msc, shared for tensor)")
     p.add_argument("--attention", choices=ATTENTIONS["tensor"], default=None,
@@ -257,7 +257,7 @@ def build_parser():
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="notebook parameter override")
     p.set_defaults(command="demo")
 
-    from gridit_core.evaluate import COHERENCE_KINDS
+    from gridit_core.metrics.evaluate import COHERENCE_KINDS
 
     p = sub.add_parser("eval", help="score sampled sequences against real data: coherence, FVD, FID",
                        description="Every metric of SAMPLES (a gridit sample output folder, a folder of them, a folder "

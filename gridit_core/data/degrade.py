@@ -1,10 +1,10 @@
 """Degradations that turn high-resolution frames into stage-2 training pairs, and the resizes they use.
 
-The official GriDiT recipe (GRIDIT_NOTES.md, "Stage 2"): bicubic down to the low size, bicubic back up, Gaussian
+The official GriDiT stage-2 recipe (its training script): bicubic down to the low size, bicubic back up, Gaussian
 pixel noise with a std drawn from 10-15 on the 0-255 scale, then with probability 0.5 a Gaussian blur with a kernel
 of 9, 11, 13 or 15 pixels. ``make_pair`` builds the conditioning image in that order (``order="official"``), or
-degrades the low-resolution frame itself and upsamples it exactly as ``superres.upscale_frames`` does at sampling
-time (``order="low-res"``). ``degrade`` gives a degraded low-resolution frame, the input an evaluation feeds to
+degrades the low-resolution frame itself and upsamples it exactly as ``sampling.upscale.upscale_frames`` does at
+sampling time (``order="low-res"``). ``degrade`` gives a degraded low-resolution frame, the input an evaluation feeds to
 ``upscale_frames``. Frames are ``(N, C, H, W)`` in [-1, 1]; every random draw comes from the given generator.
 """
 
@@ -107,7 +107,7 @@ def random_blur(x, cfg, generator=None):
 def degrade(hr, cfg=None, generator=None):
     """A degraded low-resolution frame ``(N, C, H/s, W/s)``: blur (with ``blur_prob``), bicubic down, pixel noise.
 
-    This is what an evaluation feeds to ``superres.upscale_frames`` in place of a stage-1 output.
+    This is what an evaluation feeds to ``sampling.upscale.upscale_frames`` in place of a stage-1 output.
     """
     cfg = cfg or DegradeConfig()
     check_frames(hr, cfg.scale, "the high-resolution frames", divisible=True)  # before the blur's work

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 
-from gridit_core.diffusion.samplers import learned_log_variance
 from gridit_core.errors import GriditError
 from gridit_core.util.rng import randint, randn
 
@@ -84,6 +83,23 @@ def process_tables(betas):
         "posterior_mean_coef1": betas * acp_prev.sqrt() / (1 - acp),  # multiplies x_0
         "posterior_mean_coef2": (1 - acp_prev) * (1 - betas).sqrt() / (1 - acp),  # multiplies x_t
     }
+
+
+def learned_log_variance(v, log_beta, log_beta_tilde):
+    """IDDPM eq. 15: interpolate log variance between beta and beta_tilde with the network's ``v`` in [-1, 1]."""
+    frac = (v + 1) / 2
+    return frac * log_beta + (1 - frac) * log_beta_tilde
+
+
+def x0_and_eps(prediction, pred, x_t, a, s):
+    """``(x0, eps)`` that a network's prediction ``pred`` of type ``prediction`` (eps, x0 or v) implies at
+    ``x_t = a x0 + s eps``, with ``a = sqrt(acp_t)`` and ``s = sqrt(1 - acp_t)``; v = a eps - s x0 (Salimans & Ho
+    2022). The one place the parameterisations are converted: training and every sampler call it."""
+    if prediction == "eps":
+        return (x_t - s * pred) / a, pred
+    if prediction == "x0":
+        return pred, (x_t - a * pred) / s
+    return a * x_t - s * pred, s * x_t + a * pred
 
 
 def _at(table, t, like):
@@ -171,12 +187,7 @@ class Diffusion:
         """``(x0, eps)`` implied by the network's prediction; a 2C output's variance channels are ignored."""
         pred = _channels(model_output, x_t.shape[channel_axis(x_t)])  # (N, C, H, W) or (N, F, C, H, W)
         acp = _at(self.alphas_cumprod, t, x_t)
-        a, s = acp.sqrt(), (1 - acp).sqrt()
-        if self.config.prediction == "eps":
-            return (x_t - s * pred) / a, pred
-        if self.config.prediction == "x0":
-            return pred, (x_t - a * pred) / s
-        return a * x_t - s * pred, s * x_t + a * pred  # v = a eps - s x0 with x_t = a x0 + s eps
+        return x0_and_eps(self.config.prediction, pred, x_t, acp.sqrt(), (1 - acp).sqrt())
 
     def snr(self, t):
         """Signal-to-noise ratio acp / (1 - acp) at timesteps ``t``, float64."""

@@ -3,21 +3,16 @@
 ``Stepper`` does one denoising step at a time (the ``timesteps`` + ``step(model_output, t, x)`` protocol), so a widget
 can drive sampling; ``ddpm_sample`` and ``ddim_sample`` are pure functions that run the same stepper in a loop, so
 both paths give bit-identical samples for the same generator seed. The generator is the only random source.
-They take a ``gridit_core.diffusion.Diffusion`` (``process``); this module imports nothing from there.
+They run a ``gridit_core.diffusion.Diffusion`` (``process``), whose conversions between parameterisations they use.
 """
 
 import torch
 
+from gridit_core.diffusion.process import learned_log_variance, x0_and_eps
 from gridit_core.errors import GriditError
 from gridit_core.util.rng import randn
 
 STEPPER_KINDS = ("ddpm", "ddim")
-
-
-def learned_log_variance(v, log_beta, log_beta_tilde):
-    """IDDPM eq. 15: interpolate log variance between beta and beta_tilde with the network's ``v`` in [-1, 1]."""
-    frac = (v + 1) / 2
-    return frac * log_beta + (1 - frac) * log_beta_tilde
 
 
 def _timesteps(t, n, device):
@@ -138,22 +133,11 @@ class Stepper:
         if model_output.ndim != x.ndim or model_output.shape[:k] != x.shape[:k] or model_output.shape[k] not in (c, 2 * c):
             raise GriditError(f"model output {tuple(model_output.shape)} does not fit a sample {tuple(x.shape)}")
         a, s = self._coef("sqrt_acp", t, x), self._coef("sqrt_1m_acp", t, x)
-        pred = model_output.narrow(k, 0, c)
-        prediction = self.diffusion.config.prediction
-        if prediction == "eps":
-            x0, eps = (x - s * pred) / a, pred
-        elif prediction == "x0":
-            x0, eps = pred, (x - a * pred) / s
-        else:  # v = a eps - s x0 with x_t = a x0 + s eps
-            x0, eps = a * x - s * pred, s * x + a * pred
+        x0, eps = x0_and_eps(self.diffusion.config.prediction, model_output.narrow(k, 0, c), x, a, s)
         if self.x0_range is not None:  # clamp x0 to the data range, then take the eps consistent with it
             x0 = x0.clamp(*self.x0_range)
             eps = (x - a * x0) / s
         return x0, eps
-
-    def predict_x0(self, model_output, t, x):
-        """The clean sample that ``model_output`` at ``(t, x)`` implies (clamped to ``x0_range`` if set)."""
-        return self._x0_eps(model_output, t, x)[0]
 
     def step(self, model_output, t, x):
         """x_t -> x_prev, the sample at the next timestep of ``timesteps`` (clean x_0 after the last one)."""

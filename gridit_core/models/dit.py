@@ -1,7 +1,7 @@
 """GriDiT's model: a plain 2D Diffusion Transformer with adaLN-Zero blocks (Peebles & Xie 2023), run on grid images.
 
 Parameter names follow the official DiT checkpoints, so ``DiT-XL-2-256x256.pt`` and ``DiT-XL-2-512x512.pt`` load
-with ``models.weights.load_checkpoint``. Tokens are ``patch x patch`` squares of the grid image in row-major order;
+with ``models.weights.load_weights``. Tokens are ``patch x patch`` squares of the grid image in row-major order;
 ``model.layout`` maps them to frames.
 """
 
@@ -72,6 +72,16 @@ class DiTConfig:
         """``(H, W)`` of one frame."""
         h, w = self.image_size
         return h // self.rows, w // self.cols
+
+    @property
+    def frame_hw(self):
+        """``(H, W)`` of one frame, by the name the sequence models use."""
+        return self.frame_size
+
+    @property
+    def frames(self):
+        """Frames the model sees at once: the grid's cells."""
+        return self.rows * self.cols
 
 
 AUG_LEVEL_SCALE = 1000  # an augmentation level in [0, 1] meets the sinusoids on the same range as timesteps 0..999
@@ -165,14 +175,13 @@ class DiT(nn.Module):
         if self.aug_embedder is not None and (aug_level is None or aug_level.shape != (x.shape[0],)):
             raise GriditError(f"this model takes a noise-augmentation level: pass aug_level of shape ({x.shape[0]},)")
 
-    def forward(self, x, t, y=None, attn_mask=None, return_attn=False, *, aug_level=None):
+    def forward(self, x, t, y=None, *, aug_level=None):
         """Predict noise (and variance values if ``learn_sigma``) for noisy grids ``x (N, C, H, W)`` at steps ``t``.
 
         ``t`` is ``(N,)``, or ``(N, F)`` with one step per frame of the grid (each frame's tokens are then modulated
-        by its own step's embedding; equal steps give what ``(N,)`` gives). Returns ``(N, out_channels, H, W)``; with
-        ``return_attn`` also a list of per-block probabilities ``(N, heads, L, L)`` (memory grows as L^2 times depth:
-        keep N small). An ``aug_cond`` model also takes ``aug_level (N,)`` in [0, 1], embedded like a timestep after
-        scaling by ``AUG_LEVEL_SCALE``.
+        by its own step's embedding; equal steps give what ``(N,)`` gives). Returns ``(N, out_channels, H, W)``. An
+        ``aug_cond`` model also takes ``aug_level (N,)`` in [0, 1], embedded like a timestep after scaling by
+        ``AUG_LEVEL_SCALE``. Attention probabilities, for inspection: ``models.attention_maps``.
         """
         t = t.expand(x.shape[0]) if t.ndim == 0 else t  # (N,) or (N, F)
         if aug_level is not None and aug_level.ndim == 0:
@@ -188,15 +197,10 @@ class DiT(nn.Module):
         for e in extra:
             c = c + (e.unsqueeze(1) if c.ndim == 3 else e)  # (N, D) or (N, F, D)
         frames = self.frame_index if c.ndim == 3 else None
-        attns = []
         for block in self.blocks:
-            x = block(x, c, attn_mask, return_attn, frames)  # (N, L, D), or with probs (N, heads, L, L)
-            if return_attn:
-                x, probs = x
-                attns.append(probs)
+            x = block(x, c, frames)  # (N, L, D)
         x = self.final_layer(x, c, frames)  # (N, L, p*p*C_out)
-        x = self.unpatchify(x)  # (N, C_out, H, W)
-        return (x, attns) if return_attn else x
+        return self.unpatchify(x)  # (N, C_out, H, W)
 
 
 # ---------------------------------------------------------------------------- registry

@@ -87,7 +87,7 @@ class LabelEmbedder(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention; fused SDPA, or explicit softmax when the probabilities are wanted."""
+    """Multi-head self-attention through fused SDPA (``models.attention_maps`` recomputes its probabilities)."""
 
     def __init__(self, dim, num_heads):
         super().__init__()
@@ -96,22 +96,16 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, attn_mask=None, return_attn=False):
-        """``attn_mask``: bool broadcastable to (N, heads, L, L), True = may attend (or an additive float mask)."""
-        n, length, dim = x.shape
+    def qkv_heads(self, x):
+        """Queries, keys and values ``(N, h, L, d)`` of tokens ``x (N, L, D)``."""
+        n, length, _ = x.shape
         qkv = self.qkv(x).reshape(n, length, 3, self.num_heads, self.head_dim)  # (N, L, 3, h, d)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (N, h, L, d) each
-        if not return_attn:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (N, h, L, d)
-            return self.proj(out.transpose(1, 2).reshape(n, length, dim))  # (N, L, D)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (N, h, L, L)
-        if attn_mask is not None and attn_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attn_mask, float("-inf"))  # (N, h, L, L)
-        elif attn_mask is not None:
-            scores = scores + attn_mask  # (N, h, L, L)
-        probs = scores.softmax(dim=-1)  # (N, h, L, L)
-        out = (probs.to(v.dtype) @ v).transpose(1, 2).reshape(n, length, dim)  # (N, L, D)
-        return self.proj(out), probs  # (N, L, D), (N, h, L, L)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (N, h, L, d) each
+
+    def forward(self, x):
+        q, k, v = self.qkv_heads(x)  # (N, h, L, d) each
+        out = F.scaled_dot_product_attention(q, k, v)  # (N, h, L, d)
+        return self.proj(out.transpose(1, 2).reshape(x.shape))  # (N, L, D)
 
 
 class DiTBlock(nn.Module):
@@ -125,16 +119,13 @@ class DiTBlock(nn.Module):
         self.mlp = Mlp(hidden, int(hidden * mlp_ratio), act_layer=GELUTanh)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
 
-    def forward(self, x, c, attn_mask=None, return_attn=False, frame_index=None):
+    def forward(self, x, c, frame_index=None):
         """``c`` is ``(N, D)`` or per frame ``(N, F, D)`` with ``frame_index (L,)``."""
         mod = per_token(self.adaLN_modulation(c), frame_index).chunk(6, dim=-1)  # 6 x (N, 1 or L, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
-        h = modulate(self.norm1(x), shift_msa, scale_msa)  # (N, L, D)
-        h = self.attn(h, attn_mask, return_attn)  # (N, L, D), or with probs (N, heads, L, L)
-        h, probs = h if return_attn else (h, None)
+        h = self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (N, L, D)
         x = torch.addcmul(x, gate_msa, h)  # (N, L, D): x + gate * h
-        x = torch.addcmul(x, gate_mlp, self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))  # (N, L, D)
-        return (x, probs) if return_attn else x
+        return torch.addcmul(x, gate_mlp, self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))  # (N, L, D)
 
 
 class FinalLayer(nn.Module):

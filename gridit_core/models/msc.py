@@ -137,9 +137,6 @@ class KVCache:
         first = next(iter(self.layers.values()), None)
         return 0 if first is None else first[0].shape[2]
 
-    def nbytes(self):
-        return sum(t.numel() * t.element_size() for ts in self.layers.values() for t in ts)
-
 
 class MSCAttention(nn.Module):
     """The two branches of an MSC block (see the module docstring); ``forward`` takes tokens ``(B, T, L, D)``."""
@@ -269,13 +266,16 @@ def reach(config, n_frames, frame, y, x, block=0):
     return {"high": high, "low": low.expand(n_frames, h, w).clone(), "pool": r}
 
 
-def paper_flops(arch, tokens, hidden, *, window=3, p_frames=1, pool=2, i_stride=2):
-    """The MSC paper's per-layer cost formulas for ``tokens`` tokens of width ``hidden`` (batch 1): full attention
-    ``8sh^2 + 2s^2h``; MSC = High-Res ``2sh^2 + s^2h / (2 w^2 v)`` + Low-Res ``2sh^2 / r^2 + s^2h / (2 r^2 d)``.
-    ``v`` counts at least 1 frame (the formula divides by it)."""
+def full_paper_flops(tokens, hidden):
+    """The MSC paper's per-layer cost of full attention over ``tokens`` tokens of width ``hidden`` (batch 1):
+    ``8sh^2 + 2s^2h``."""
+    return 8 * tokens * hidden * hidden + 2 * tokens * tokens * hidden
+
+
+def msc_paper_flops(tokens, hidden, *, window=3, p_frames=1, pool=2, i_stride=2):
+    """The MSC paper's per-layer cost formula of its two branches: High-Res ``2sh^2 + s^2h / (2 w^2 v)`` plus Low-Res
+    ``2sh^2 / r^2 + s^2h / (2 r^2 d)``. ``v`` counts at least 1 frame (the formula divides by it)."""
     s, h = tokens, hidden
-    if arch == "tensor":
-        return 8 * s * h * h + 2 * s * s * h
     w, v, r, d = window, max(p_frames, 1), pool, i_stride
     return 2 * s * h * h + s * s * h / (2 * w * w * v) + 2 * s * h * h / r**2 + s * s * h / (2 * r * r * d)
 

@@ -42,12 +42,3 @@ def frame3d_pos_embed(dim, layout):
     frame, y, x = layout.token_to_frame(torch.arange(layout.num_tokens))  # (L,) each
     sx, sy, sf = frame3d_split(dim)
     return torch.cat([sincos_1d(sx, x), sincos_1d(sy, y), sincos_1d(sf, frame)], dim=1).float()  # (L, dim)
-
-
-def frame_attn_mask(layout, allowed):
-    """Token mask ``(L, L)`` from a frame mask ``allowed (F, F)``: token i may see token j iff allowed[f(i), f(j)]."""
-    allowed = torch.as_tensor(allowed, dtype=torch.bool)
-    if allowed.shape != (layout.frames, layout.frames):
-        raise GriditError(f"frame mask must be ({layout.frames}, {layout.frames}), got {tuple(allowed.shape)}")
-    frames = layout.token_frames().to(allowed.device)  # (L,)
-    return allowed[frames[:, None], frames[None, :]]  # (L, L)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from timm.layers import GELUTanh, Mlp
 
 from gridit_core.errors import GriditError
-from gridit_core.models.dit import size_name
+from gridit_core.models.dit import _SIZES, DiT_models, size_name
 from gridit_core.models.layers import FinalLayer, PatchEmbed, TimestepEmbedder, modulate
 from gridit_core.models.msc import BranchGate, MSCAttention, check_msc
 from gridit_core.models.positions import frame3d_split, grid2d_pos_embed, sincos_1d
@@ -68,7 +68,7 @@ class VideoDiTConfig:
             raise GriditError(f"frame size {h}x{w} is not divisible by the patch size {self.patch_size}")
         if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 4:
             raise GriditError(f"hidden size {self.hidden_size} must split into {self.num_heads} heads of a multiple of 4")
-        if self.arch == "msc":
+        if self.causal:
             if self.gate not in GATES:
                 raise GriditError(f"gate must be one of {', '.join(GATES)}, got {self.gate!r}")
             if self.high_heads is None:
@@ -78,6 +78,11 @@ class VideoDiTConfig:
                 raise GriditError(f"pool lists {len(pools)} factors for {self.depth} blocks")
             check_msc(self.frame_tokens, self.num_heads, self.high_heads, self.window, self.p_frames, pools,
                       self.i_stride, self.i_frames)  # fmt: skip
+
+    @property
+    def causal(self):
+        """MSC: frame-causal two-branch attention, a KV cache and branch gates; else the bidirectional tensor model."""
+        return self.arch == "msc"
 
     @property
     def frame_hw(self):
@@ -97,7 +102,7 @@ class VideoDiTConfig:
     @property
     def span(self):
         """Frames back that an MSC query reaches (0 for the bidirectional tensor model)."""
-        return max(self.p_frames, self.i_frames * self.i_stride) if self.arch == "msc" else 0
+        return max(self.p_frames, self.i_frames * self.i_stride) if self.causal else 0
 
 
 class FullAttention(nn.Module):
@@ -158,9 +163,9 @@ class VideoDiT(nn.Module):
         d, gh, gw = cfg.hidden_size, *cfg.frame_tokens
         self.x_embedder = PatchEmbed(cfg.patch_size, cfg.in_channels, d, cfg.frame_hw)
         self.t_embedder = TimestepEmbedder(d)
-        dims = frame3d_split(d)[:2] if cfg.arch == "tensor" else (d // 2, d // 2)
+        dims = (d // 2, d // 2) if cfg.causal else frame3d_split(d)[:2]
         row, col = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
-        table = grid2d_pos_embed(d, gh, gw) if cfg.arch == "msc" else torch.cat(
+        table = grid2d_pos_embed(d, gh, gw) if cfg.causal else torch.cat(
             [sincos_1d(dims[0], col), sincos_1d(dims[1], row), torch.zeros(gh * gw, d - sum(dims), dtype=torch.float64)], 1
         ).float()  # fmt: skip
         self.register_buffer("pos_embed", table[None, None], persistent=False)  # (1, 1, L, D) fixed sin-cos
@@ -170,7 +175,7 @@ class VideoDiT(nn.Module):
 
     def _block(self, i):
         cfg, d = self.config, self.config.hidden_size
-        if cfg.arch == "msc":
+        if cfg.causal:
             attn = MSCAttention(d, cfg.num_heads, high_heads=cfg.high_heads, window=cfg.window, p_frames=cfg.p_frames,
                                 pool=cfg.pools[i], i_stride=cfg.i_stride, i_frames=cfg.i_frames, light_cone=cfg.light_cone)
             return VideoBlock(d, cfg.num_heads, cfg.mlp_ratio, attn, BranchGate(d, learned=cfg.gate == "learned"))
@@ -227,7 +232,7 @@ class VideoDiT(nn.Module):
         b, n = x.shape[:2]
         if t.shape not in ((b,), (b, n)):
             raise GriditError(f"t must have shape ({b},) or ({b}, {n}), got {tuple(t.shape)}")
-        if self.arch == "tensor" and n > self.config.frames:
+        if not self.config.causal and n > self.config.frames:
             raise GriditError(f"the tensor model sees {self.config.frames} frames at once, got {n}")
 
     def forward(self, x, t, y=None, *, start=0, cache=None, write=False, reference=False):
@@ -244,7 +249,7 @@ class VideoDiT(nn.Module):
         tokens = self.x_embedder(x.flatten(0, 1)).unflatten(0, (b, n))  # (B, T, L, D)
         tokens = tokens + self.pos_embed.to(tokens.dtype)
         kwargs = {}
-        if self.arch == "tensor":
+        if not self.config.causal:
             tokens = tokens + self._frame_positions(n, x.device).to(tokens.dtype)
         else:
             if cache is not None and cache.frames() and cache.end != start:
@@ -264,7 +269,7 @@ class VideoDiT(nn.Module):
     @torch.no_grad()
     def gate_weights(self, t):
         """The MSC branch weights of every block at steps ``t (K,)``: ``(depth, K, 2)`` (High-Res, Low-Res)."""
-        if self.arch != "msc":
+        if not self.config.causal:
             raise GriditError("branch weights exist only in MSC models")
         c = self.t_embedder(torch.as_tensor(t, device=self.pos_embed.device)[None])  # (1, K, D)
         return torch.stack([b.gate(c)[0] for b in self.blocks])
@@ -273,6 +278,15 @@ class VideoDiT(nn.Module):
         """An empty ``KVCache`` sized to this model's temporal reach."""
         from gridit_core.models.msc import KVCache
 
-        if self.arch != "msc":
+        if not self.config.causal:
             raise GriditError("only the causal MSC model keeps a cache of past frames")
         return KVCache(self.span)
+
+
+def build_video_dit(name, *, arch="tensor", **kwargs):
+    """A sequence DiT of the registered size ``name`` (a key of ``DiT_models``, e.g. ``"DiT-N/4"``): ``arch`` is
+    ``"tensor"`` or ``"msc"``; ``kwargs`` go to ``VideoDiTConfig`` and override the named size."""
+    if name not in DiT_models:
+        raise GriditError(f"unknown model {name!r}; choose one of: {', '.join(DiT_models)}")
+    size, patch = name[len("DiT-") :].split("/")
+    return VideoDiT(VideoDiTConfig(**{"arch": arch, "patch_size": int(patch), **_SIZES[size], **kwargs}))

@@ -1,6 +1,6 @@
 """DiT weights from files: the official DiT checkpoints (raw EMA state dicts) and our training checkpoints.
 
-``load_checkpoint`` loads strictly, but adapts what differs by design between a file and a GriDiT model (the
+``load_weights`` loads strictly, but adapts what differs by design between a file and a GriDiT model (the
 position table for another token grid, a ``frame3d`` model's own table, optionally learned sigma on one side) and
 says what it did in a ``LoadReport``.
 """
@@ -19,7 +19,7 @@ from gridit_core.util.io import load_file
 
 @dataclass
 class LoadReport:
-    """What ``load_checkpoint`` took from a checkpoint, what it left, and why."""
+    """What ``load_weights`` took from a checkpoint, what it left, and why."""
 
     source: str  # "raw state dict", "checkpoint['ema']", "checkpoint['model']"
     loaded: list = field(default_factory=list)  # keys copied as they are
@@ -82,7 +82,7 @@ def _fit_out_channels(value, mine, patch):
     return fitted.reshape(mine.shape)
 
 
-def load_checkpoint(model, source, *, prefer="ema", allow_out_channel_slice=False):
+def load_weights(model, source, *, prefer="ema", allow_out_channel_slice=False):
     """Load a path or dict into ``model`` (strict), adapting ``pos_embed``; returns a ``LoadReport``.
 
     Accepts a raw state dict (the official DiT files hold the EMA weights so) or a dict with ``"model"`` and/or

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gridit_core.errors import GriditError
-from gridit_core.params import Param, check_params, read_parameters
+from gridit_core.experiments.params import Param, check_params, notebook_metadata, read_parameters
 
 TOP_KEYS = ("name", "description", "notebook", "parameters", "grid", "list", "profiles", "report", "claims", "notes")
 PROFILE_KEYS = ("description", "parameters", "grid", "list", "jobs", "executor", "cluster", "slurm")
@@ -152,16 +152,19 @@ def run_name(params, named):
 
 
 def notebook_params(notebook):
-    """``(defaults, check)`` for a notebook: its parameters cell, and ``check(values, base)``: the library's check of
-    an experiment notebook, else each value held to its default's type."""
-    from gridit_core.studies import experiment
+    """``(defaults, check)`` for a notebook: its parameters cell, and ``check(values, base)``: the library check the
+    notebook names in its metadata (``"gridit": {"checks": NAME}``, a key of ``experiments.runs.NOTEBOOK_CHECKS``),
+    else each value held to its default's type."""
+    from gridit_core.experiments.runs import NOTEBOOK_CHECKS
 
     defaults = read_parameters(notebook)
     if RESERVED not in defaults:
         raise GriditError(f"notebook {notebook} has no {RESERVED} parameter: a study notebook writes into its run folder")
-    name = Path(notebook).name
-    if set(experiment.NOTEBOOK_PARAMS.get(name, {})) == set(defaults):
-        return defaults, lambda values, base: experiment.check(values, name, base)
+    name = notebook_metadata(notebook).get("gridit", {}).get("checks")
+    if name is not None:
+        if name not in NOTEBOOK_CHECKS:
+            raise GriditError(f"notebook {notebook} names the check {name!r}; known: {', '.join(NOTEBOOK_CHECKS)}")
+        return defaults, NOTEBOOK_CHECKS[name]
     spec = {k: Param(type(v) if type(v) in (int, float, str, bool) else str) for k, v in defaults.items()}
     return defaults, lambda values, base: check_params(values, spec, base)
 

@@ -1,5 +1,6 @@
-"""Training: the run's config (``config``), its files and loading a trained model (``checkpoints``), and the trainer
-(``trainer``). Sampling code imports ``checkpoints`` only; the trainer (data, optimiser, DDP) loads on first use.
+"""Training: the run's config (``config``), its files, its saved config and loading a trained model
+(``checkpoints``), stage 2's loss (``losses``) and the trainer (``trainer``). Code that only samples imports
+``checkpoints``; the trainer (data, optimiser, DDP) loads on first use.
 """
 
 import importlib
@@ -10,6 +11,7 @@ from gridit_core.training.checkpoints import (
     load_codec,
     load_sr,
     load_trained,
+    read_config,
     read_metrics,
 )  # fmt: skip
 from gridit_core.training.config import CHECKPOINT_KINDS, TrainConfig
@@ -24,4 +26,4 @@ def __getattr__(name):
 
 
 __all__ = ["CHECKPOINT_KINDS", "TrainConfig", "build_model_and_diffusion", "export_weights", "load_codec", "load_sr",
-           "load_trained", "read_metrics", *_TRAINER]  # fmt: skip
+           "load_trained", "read_config", "read_metrics", *_TRAINER]  # fmt: skip

@@ -1,5 +1,6 @@
-"""A run's files: rebuilding its model and diffusion from the config, its codec, exporting its weights, and loading
-a trained model for sampling. Nothing here trains: sampling code loads runs from here without importing the trainer.
+"""A run's files: rebuilding its model and diffusion from the config, its codec, exporting its weights, reading a
+checkpoint's saved config, and loading a trained model for sampling. Nothing here trains: whatever samples a trained
+model (the CLI, the notebooks, the widgets) loads it from here without importing the trainer.
 """
 
 import json
@@ -8,10 +9,10 @@ from pathlib import Path
 
 from gridit_core.diffusion import Diffusion, DiffusionConfig
 from gridit_core.errors import GriditError
-from gridit_core.latent import IdentityCodec, LatentCodec
-from gridit_core.models import build_model, model_from_config
-from gridit_core.sequence import SampleConfig
-from gridit_core.superres import build_sr_model
+from gridit_core.models.codec import IdentityCodec, LatentCodec
+from gridit_core.models.sr import build_sr_model
+from gridit_core.sampling import SampleConfig, get_family
+from gridit_core.sampling.families import DEFAULT_FAMILY
 from gridit_core.training.config import _WRONG_STAGE, CHECKPOINT_KINDS, TrainConfig
 from gridit_core.util.io import atomic_path, load_file
 
@@ -33,16 +34,10 @@ def build_model_and_diffusion(cfg: TrainConfig, codec=None):
                 cfg.model, cfg.frame_size, cfg.scale, channels=channels, factor=factor,
                 learn_sigma=diffusion.config.learn_sigma, pos_embed=cfg.pos_embed, **cfg.model_kwargs,
             )  # fmt: skip
-        elif cfg.arch == "grid":
-            model = build_model(
-                cfg.model, input_size=(cfg.rows * side, cfg.cols * side), in_channels=channels, rows=cfg.rows,
-                cols=cfg.cols, pos_embed=cfg.pos_embed, learn_sigma=diffusion.config.learn_sigma, **cfg.model_kwargs,
-            )  # fmt: skip
         else:
-            model = build_model(
-                cfg.model, arch=cfg.arch, frame_size=side, frames=cfg.frames, in_channels=channels,
-                learn_sigma=diffusion.config.learn_sigma, **cfg.model_kwargs,
-            )  # fmt: skip
+            family = get_family(cfg.arch)
+            model = family.build(cfg.model, **family.geometry(cfg, side), in_channels=channels,
+                                 learn_sigma=diffusion.config.learn_sigma, **cfg.model_kwargs)  # fmt: skip
     except GriditError as e:
         if factor == 1:
             raise
@@ -68,7 +63,7 @@ def load_codec(cfg: TrainConfig, model=None, *, vae=None, device="cpu"):
     if model is not None:
         mc = model.config
         channels = mc.in_channels // 2 if cfg.stage == 2 else mc.in_channels
-        side = mc.image_size[0] if cfg.stage == 2 else (mc.frame_hw if cfg.arch != "grid" else mc.frame_size)[0]
+        side = (mc.image_size if cfg.stage == 2 else mc.frame_hw)[0]
         if (codec.latent_channels, side * codec.downsample_factor) != (channels, cfg.frame_size):
             raise GriditError(
                 f"the VAE {path} has {codec.latent_channels} latent channels at 1/{codec.downsample_factor} size, but "
@@ -78,9 +73,35 @@ def load_codec(cfg: TrainConfig, model=None, *, vae=None, device="cpu"):
 
 
 def read_metrics(path):
-    """The metrics log as a list of dicts."""
+    """The metrics log (``metrics.jsonl``) as a list of dicts; empty when there is none yet."""
+    path = Path(path)
+    if not path.exists():
+        return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_config(path):
+    """The ``TrainConfig`` saved in one of our checkpoints (training ``.pt`` or exported ``.safetensors``) without
+    building its model; an export's weights are not even read."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        meta = _metadata(path)
+        saved = json.loads(meta["config"]) if meta.get("config") else None
+    else:
+        state = load_file(path)
+        saved = state.get("config") if isinstance(state, dict) else None
+    if not saved:
+        raise GriditError(f"{path} holds no training config: pass a checkpoint of gridit train or gridit export")
+    return TrainConfig.from_dict(saved)
+
+
+def _metadata(path):
+    """The metadata dict of a ``.safetensors`` file."""
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        return f.metadata() or {}
 
 
 def export_weights(ckpt_path, out_path, *, use_ema=True, sampling=None):
@@ -96,7 +117,7 @@ def export_weights(ckpt_path, out_path, *, use_ema=True, sampling=None):
     if sampling is not None:
         config["sampling"] = asdict(SampleConfig.from_dict(sampling, what="sampling"))
     weights = {k: v.contiguous() for k, v in state["ema" if use_ema else "model"].items()}
-    meta = {"kind": state["kind"], "arch": state.get("arch", "grid"), "step": str(state["step"])}
+    meta = {"kind": state["kind"], "arch": state.get("arch", DEFAULT_FAMILY), "step": str(state["step"])}
     meta.update({k: json.dumps(v) for k, v in
                  (("config", config), ("model_config", state["model_config"]), ("diffusion_config", state["diffusion_config"]))})
     with atomic_path(out_path) as tmp:
@@ -113,18 +134,15 @@ def _trained_state(path, stage=None):
     what = f"stage-{stage}" if stage else "stage-1 or stage-2"
     kinds = [CHECKPOINT_KINDS[stage]] if stage else list(CHECKPOINT_KINDS.values())
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
         weights = load_file(path)
-        with safe_open(path, "pt") as f:
-            meta = f.metadata() or {}
+        meta = _metadata(path)
         kind = meta.get("kind")
         _check_kind(path, kind, stage)
         if kind not in kinds:
-            raise GriditError(f"{path} has no GriDiT {what} metadata; load it into a model with models.weights.load_checkpoint instead")
+            raise GriditError(f"{path} has no GriDiT {what} metadata; load it into a model with models.weights.load_weights instead")
         state = {k: json.loads(meta[k]) for k in ("config", "model_config", "diffusion_config")}
         return {**state, "ema": weights, "model": weights, "step": int(meta.get("step", 0)), "kind": kind,
-                "arch": meta.get("arch", "grid")}
+                "arch": meta.get("arch", DEFAULT_FAMILY)}
     state = load_file(path, map_location="cpu")
     kind = state.get("kind") if isinstance(state, dict) else None
     _check_kind(path, kind, stage)
@@ -146,7 +164,7 @@ def _rebuild(path, state, use_ema, device):
     try:
         cfg = TrainConfig.from_dict(state["config"])
         diffusion = Diffusion(DiffusionConfig(**state["diffusion_config"]))
-        model = model_from_config(state.get("arch", "grid"), state["model_config"])
+        model = get_family(state.get("arch", DEFAULT_FAMILY)).from_config(state["model_config"])
         model.load_state_dict(state["ema" if use_ema else "model"])
     except (KeyError, TypeError, RuntimeError, GriditError) as e:
         raise GriditError(f"{path} is an incomplete or inconsistent {what} checkpoint: {str(e).splitlines()[0]}") from None
@@ -165,6 +183,6 @@ def load_trained(path, *, use_ema=True, device="cpu"):
 def load_sr(path, *, use_ema=True, device="cpu"):
     """Rebuild a stage-2 (super-resolution) model, its diffusion and config (``cfg.scale``) from one of our checkpoints.
 
-    ``path`` as for ``load_trained``; the model goes to ``superres.upscale_frames``.
+    ``path`` as for ``load_trained``; the model goes to ``sampling.upscale.upscale_frames``.
     """
     return _rebuild(path, _trained_state(path, stage=2), use_ema, device)

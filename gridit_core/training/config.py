@@ -4,12 +4,10 @@ from dataclasses import asdict, dataclass, field, fields
 
 from gridit_core.data.degrade import DegradeConfig
 from gridit_core.errors import GriditError
-from gridit_core.sequence import SampleConfig
-from gridit_core.superres import MAX_AUG, check_scale
+from gridit_core.models.sr import MAX_AUG, check_scale
+from gridit_core.sampling import FAMILIES, SampleConfig, get_family
 from gridit_core.util.device import PRECISIONS
 
-ARCH_NAMES = ("grid", "tensor", "msc")  # the keys of models.ARCHITECTURES, without importing the models here
-NOISE_MODES = ("per-frame", "shared")
 CHECKPOINT_KIND = "gridit-stage1"
 CHECKPOINT_KINDS = {1: CHECKPOINT_KIND, 2: "gridit-stage2"}
 _WRONG_STAGE = {  # why a checkpoint of the other stage is refused, and where it belongs
@@ -24,9 +22,9 @@ class TrainConfig:
 
     data: str = "builtin:bouncing"  # a dataset folder, a GIF/video, or builtin:bouncing / builtin:digits
     model: str = "DiT-T/4"  # a name from gridit_core.models.DiT_models
-    arch: str = "grid"  # grid (GriDiT), tensor (a DiT over the sequence tensor) or msc; see models.ARCHITECTURES
+    arch: str = "grid"  # the model family: grid (GriDiT), tensor (a DiT over the sequence tensor) or msc; sampling.FAMILIES
     frames: int = 8  # tensor, msc: clip length T the model trains on
-    noise: str = ""  # tensor, msc: "per-frame" (Diffusion Forcing) or "shared" levels; "": msc per-frame, tensor shared
+    noise: str = ""  # "per-frame" (Diffusion Forcing) or "shared" levels; "": the family's default (msc per-frame)
     rows: int = 2  # grid rows
     cols: int = 2  # grid columns
     frame_size: int = 16  # each cell is frame_size x frame_size pixels
@@ -78,19 +76,16 @@ class TrainConfig:
                 known = ", ".join(f.name for f in fields(DegradeConfig) if f.name != "scale")
                 raise GriditError(f"degrade: {e}; known fields: {known}") from None
             self.rows = self.cols = 1  # frames are independent samples in stage 2
-        if self.arch not in ARCH_NAMES:
-            raise GriditError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCH_NAMES)}")
-        if self.arch == "grid":
-            if self.noise not in ("", "shared"):
-                raise GriditError(f"the grid model gives every grid one noise level: --noise {self.noise} is for tensor and msc")
-        else:
-            if self.stage == 2:
-                raise GriditError(f"stage 2 is a per-frame grid DiT: --arch {self.arch} is for stage 1")
-            self.noise = self.noise or ("per-frame" if self.arch == "msc" else "shared")
-            if self.noise not in NOISE_MODES:
-                raise GriditError(f"unknown noise mode {self.noise!r}; choose one of {', '.join(NOISE_MODES)}")
-            if self.frames < 1:
-                raise GriditError(f"the clip length (--frames) must be at least 1, got {self.frames}")
+        family = get_family(self.arch)
+        if self.stage == 2 and not family.stage2:
+            raise GriditError(f"stage 2 is a per-frame grid DiT: --arch {self.arch} is for stage 1")
+        if self.noise and self.noise not in family.noise_modes:
+            users = " and ".join(f.name for f in FAMILIES.values() if self.noise in f.noise_modes) or "no"
+            raise GriditError(f"a {self.arch} model trains with noise {' or '.join(family.noise_modes)}: --noise "
+                              f"{self.noise} is for {users} models")  # fmt: skip
+        self.noise = self.noise or family.noise_modes[0]
+        if not family.on_grids and self.frames < 1:
+            raise GriditError(f"the clip length (--frames) must be at least 1, got {self.frames}")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise GriditError("steps, batch size and grad_accum must be positive")
         if self.batch_size % self.grad_accum:

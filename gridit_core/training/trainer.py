@@ -1,10 +1,10 @@
 """Training, stage 1 (grids) and stage 2 (super-resolution): one trainer for a laptop CPU and for ``torchrun`` on GPUs.
 
-What the official code gets wrong and this trainer does not (see GRIDIT_NOTES.md): EMA and the LR schedule
+What the official code gets wrong and this trainer does not: EMA and the LR schedule
 step once per *optimizer* step, not per micro-batch; DDP skips the gradient all-reduce (``no_sync``) on all
 but the last micro-batch; checkpoints are written atomically and resume exactly (weights, EMA, optimizer,
-scheduler, step, data order and random state). Stage 2 differs only in its model (``superres.build_sr_model``), its
-data (single frames: a 1x1 grid) and its loss (``superres.sr_training_losses``).
+scheduler, step, data order and random state). Stage 2 differs only in its model (``models.sr.build_sr_model``), its
+data (single frames: a 1x1 grid) and its loss (``training.losses.sr_training_losses``).
 """
 
 import contextlib
@@ -25,11 +25,12 @@ from gridit_core.data.datasets import open_clips, open_dataset
 from gridit_core.data.degrade import DegradeConfig
 from gridit_core.data.organise import GridFolder, is_grid_folder
 from gridit_core.errors import GriditError
-from gridit_core.latent import encode_grid
-from gridit_core.models.weights import load_checkpoint
-from gridit_core.superres import sr_training_losses
+from gridit_core.models.codec import encode_grid
+from gridit_core.models.weights import load_weights
+from gridit_core.sampling import get_family
 from gridit_core.training.checkpoints import build_model_and_diffusion, load_codec
 from gridit_core.training.config import CHECKPOINT_KINDS, TrainConfig
+from gridit_core.training.losses import sr_training_losses
 from gridit_core.util.device import autocast, resolve_device
 from gridit_core.util.io import load_file, save_atomic
 
@@ -37,14 +38,15 @@ from gridit_core.util.io import load_file, save_atomic
 def training_data(cfg: TrainConfig):
     """What a config trains on: grids from an organised grid folder or cut from sequences on the fly (1x1: stage 2),
     or, for the sequence families, clips of ``cfg.frames`` frames."""
+    on_grids = get_family(cfg.arch).on_grids
     if is_grid_folder(cfg.data):
-        if cfg.arch != "grid":
+        if not on_grids:
             raise GriditError(f"{cfg.data} holds grid images; a {cfg.arch} model trains on sequences of frames")
         return GridFolder(cfg.data, cfg.rows, cfg.cols, cfg.frame_size)
     bouncing = BouncingConfig.for_frame_size(cfg.frame_size, **cfg.builtin) if cfg.builtin else None
     common = dict(stride=cfg.stride, resize=cfg.resize, split="train", seed=cfg.seed, n_sequences=cfg.n_sequences,
                   bouncing=bouncing)  # fmt: skip
-    if cfg.arch == "grid":
+    if on_grids:
         return open_dataset(cfg.data, cfg.rows, cfg.cols, cfg.frame_size, **common)
     clips = open_clips(cfg.data, cfg.frames, cfg.frame_size, **common)
     shortest = min(clips.sequences, key=len)
@@ -145,7 +147,7 @@ class Trainer:
                 net, self._latents(x), generator=self.generator, per_frame=per_frame
             )
         if cfg.init:
-            report = load_checkpoint(model, cfg.init)
+            report = load_weights(model, cfg.init)
             self.log_line(f"initialised from {cfg.init}: {report}")
         self.model = model.to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()

@@ -10,7 +10,7 @@ from PIL import Image
 
 from gridit_core.cli import main
 from gridit_core.errors import GriditError
-from gridit_core.models.weights import load_checkpoint
+from gridit_core.models.weights import load_weights
 from gridit_core.training import TrainConfig, build_model_and_diffusion, read_metrics
 from gridit_core.util.io import load_file
 
@@ -175,7 +175,7 @@ def test_checkpoint_of_another_model_size(capsys, tmp_path, run):
     small_cfg = TrainConfig.from_dict(load_file(run / "checkpoints" / "last.pt")["config"])
     model, _ = build_model_and_diffusion(small_cfg)
     with pytest.raises(GriditError, match=r"does not fit .*: x_embedder.proj.weight is \(64, 3, 4, 4\) in the file, \(32, 3, 4, 4\) in the"):
-        load_checkpoint(model, wide / "checkpoints" / "last.pt")
+        load_weights(model, wide / "checkpoints" / "last.pt")
     line = one_error_line(capsys, train_args(tmp_path / "b", 1, "--init", wide / "checkpoints" / "last.pt"))
     assert "checkpoint does not fit" in line
     before = files_state(wide)

@@ -8,8 +8,9 @@ from PIL import Image
 
 from gridit_core.cli import main
 from gridit_core.diffusion import Diffusion, DiffusionConfig
-from gridit_core.latent import LatentCodec, encode_grid
-from gridit_core.superres import build_sr_model, sr_training_losses
+from gridit_core.models.codec import LatentCodec, encode_grid
+from gridit_core.models.sr import build_sr_model
+from gridit_core.training.losses import sr_training_losses
 from gridit_core.util.io import load_file
 
 pytestmark = pytest.mark.unit

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from gridit_core import sequence
+from gridit_core import sampling
 from gridit_core.cli import main
 from gridit_core.cli.commands import QUICKSTART
-from gridit_core.params import read_parameters
-from gridit_core.recipes import QUICKSTART as QUICKSTART_RECIPE
-from gridit_core.sequence import SampleConfig
+from gridit_core.experiments.params import read_parameters
+from gridit_core.experiments.recipes import QUICKSTART as QUICKSTART_RECIPE
+from gridit_core.sampling import FAMILIES, SampleConfig
 from gridit_core.training import load_trained
 
 pytestmark = pytest.mark.unit
@@ -38,7 +38,7 @@ def ckpt(tmp_path_factory):
 def calls(monkeypatch):
     """The keywords ``gridit sample`` passes to ``sample_sequence``, which is replaced by a recorder."""
     seen = []
-    monkeypatch.setattr(sequence, "sample_sequence", lambda *a, **kw: seen.append(kw))
+    monkeypatch.setattr(sampling, "sample_sequence", lambda *a, **kw: seen.append(kw))
     return seen
 
 
@@ -46,26 +46,29 @@ def sample(ckpt, out, *flags):
     return main([str(a) for a in ["sample", "--ckpt", ckpt, "--frames", 5, "--out", out, "--device", "cpu", *flags]])
 
 
+GRID_FIELDS = FAMILIES["grid"].sample_fields
+
+
 def picked(kw):
-    return {k: kw[k] for k in ("sampler", "steps", "eta", "resample", "overlap", "interpolate")}
+    return kw["settings"].pick(GRID_FIELDS)
 
 
 def test_sample_uses_the_checkpoints_saved_settings(ckpt, calls, tmp_path):
     assert load_trained(ckpt)[2].sampling == {**asdict(SampleConfig()), **SAVED}
     assert sample(ckpt, tmp_path / "a") == 0
-    assert picked(calls[-1]) == {**SampleConfig().kwargs(), **SAVED}
+    assert picked(calls[-1]) == {**SampleConfig().pick(GRID_FIELDS), **SAVED}
 
 
 def test_flags_override_the_saved_settings(ckpt, calls, tmp_path):
     assert sample(ckpt, tmp_path / "b", "--sampler", "ddim", "--steps", 4, "--overlap", 2, "--no-interpolate") == 0
-    assert picked(calls[-1]) == {**SampleConfig().kwargs(), **SAVED, "sampler": "ddim", "steps": 4, "overlap": 2}
+    assert picked(calls[-1]) == {**SampleConfig().pick(GRID_FIELDS), **SAVED, "sampler": "ddim", "steps": 4, "overlap": 2}
 
 
 def test_without_saved_settings_the_library_defaults_apply(tmp_path, calls):
     plain = train(tmp_path / "plain")
     assert load_trained(plain)[2].sampling == {}
     assert sample(plain, tmp_path / "c") == 0
-    assert picked(calls[-1]) == SampleConfig().kwargs()
+    assert picked(calls[-1]) == SampleConfig().pick(GRID_FIELDS)
 
 
 def test_export_can_set_the_sampling_settings(ckpt, tmp_path, calls):
@@ -115,7 +118,7 @@ def test_demo_checks_its_parameters_before_papermill_starts(tmp_path, capsys, mo
 
 
 def test_the_quickstart_parameters_cell_passes_its_own_check():
-    from gridit_core import quickstart
+    from gridit_core.experiments import quickstart
 
     defaults = read_parameters(QUICKSTART)
     assert set(defaults) == set(quickstart.PARAMS)

@@ -146,8 +146,8 @@ def grid_dit(**kw):
 
 @pytest.mark.parametrize("extra", [{}, {"num_classes": 3}, {"aug_cond": True}])
 def test_grid_dit_per_frame_steps_equal_levels_match(extra):
-    model = grid_dit(**extra)
-    x = torch.randn(2, 3, 8, 12, generator=torch.Generator().manual_seed(1))
+    model = grid_dit(**extra).double()
+    x = torch.randn(2, 3, 8, 12, generator=torch.Generator().manual_seed(1)).double()
     t = torch.tensor([7, 900])
     kw = {}
     if "num_classes" in extra:
@@ -158,8 +158,9 @@ def test_grid_dit_per_frame_steps_equal_levels_match(extra):
         a = model(x, t, **kw)
         b = model(x, t[:, None].expand(2, 6), **kw)
     # equal up to float rounding: the per-frame adaLN projections are one matrix product over all frames, and a
-    # product of another shape may sum in another order
-    assert (a - b).abs().max() <= 1e-5 * a.abs().max()
+    # product of another shape may sum in another order, by an amount that depends on the CPU's kernels. In float64
+    # that is ~1e-15 of the largest value (1e-12 leaves room for any kernel); one frame one step off moves it by 0.2.
+    assert (a - b).abs().max() <= 1e-12 * a.abs().max()
 
 
 def test_grid_dit_per_frame_steps_condition_each_frame():

@@ -1,4 +1,4 @@
-"""Tests of ``gridit_core.evaluate``: reading samples in every layout, the real data's settings, coherence with its
+"""Tests of ``gridit_core.metrics.evaluate``: reading samples in every layout, the real data's settings, coherence with its
 baselines, FVD and FID with a stand-in network (the real loaders: test_extractors.py, and end to end:
 tests/cli/test_cli_eval.py), and the refusals."""
 
@@ -10,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from gridit_core import evaluate as ev
 from gridit_core.data.builtin import BouncingConfig, bouncing_shapes
 from gridit_core.errors import GriditError
+from gridit_core.metrics import evaluate as ev
 from gridit_core.metrics import i3d, inception
 from gridit_core.metrics.extractors import Extractor
+from gridit_core.training.checkpoints import read_config
 from gridit_core.training.config import TrainConfig
 
 pytestmark = pytest.mark.unit
@@ -62,13 +63,13 @@ def test_real_settings_from_a_checkpoint(tmp_path):
     cfg = TrainConfig(frame_size=16, builtin=DEMO)
     ckpt = tmp_path / "last.pt"
     torch.save({"config": asdict(cfg)}, ckpt)
-    assert ev.training_config(ckpt).builtin == DEMO
-    bc = ev.bouncing_config(64, 24, None, ev.training_config(ckpt))  # stage-2 frames: 4x the sizes and speeds
+    assert read_config(ckpt).builtin == DEMO
+    bc = ev.bouncing_config(64, 24, None, read_config(ckpt))  # stage-2 frames: 4x the sizes and speeds
     assert bc.frame_size == 64 and bc.length == 24 and bc.radius == [12.0, 12.0] and bc.speed == [4.0, 8.0]
     assert ev.bouncing_config(16, 8, {"n_balls": 2}, cfg).n_balls == 2
     torch.save({"model": {}}, tmp_path / "bare.pt")
     with pytest.raises(GriditError, match=r"bare\.pt holds no training config: pass a checkpoint of gridit train or gridit export"):
-        ev.training_config(tmp_path / "bare.pt")
+        read_config(tmp_path / "bare.pt")
 
 
 def test_coherence_of_real_samples_beside_baselines(outputs):

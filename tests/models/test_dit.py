@@ -8,9 +8,9 @@ import torch
 
 from gridit_core.errors import GriditError
 from gridit_core.grid import GridLayout
-from gridit_core.models import DiT, DiT_models, DiTConfig, build_model
-from gridit_core.models.positions import frame3d_pos_embed, frame3d_split, frame_attn_mask, grid2d_pos_embed, sincos_1d
-from gridit_core.models.weights import load_checkpoint
+from gridit_core.models import DiT, DiT_models, DiTConfig, build_dit
+from gridit_core.models.positions import frame3d_pos_embed, frame3d_split, grid2d_pos_embed, sincos_1d
+from gridit_core.models.weights import load_weights
 
 pytestmark = pytest.mark.unit
 
@@ -109,37 +109,6 @@ def test_label_dropout_uses_null_class():
     assert torch.equal(out, emb.embedding_table.weight[[4, 2]])
 
 
-# ---------------------------------------------------------------------------- attention
-
-
-def test_return_attn_matches_sdpa_and_sums_to_one():
-    model = tiny(input_size=8, rows=2, cols=2)
-    x, t = inputs(model)
-    fused = model(x, t)
-    out, attns = model(x, t, return_attn=True)
-    assert len(attns) == 2 and attns[0].shape == (2, 2, 16, 16)
-    assert torch.allclose(out, fused, atol=1e-5)
-    for probs in attns:
-        assert torch.allclose(probs.sum(-1), torch.ones(2, 2, 16), atol=1e-5)
-
-
-def test_frame_mask_blocks_keys_of_a_frame():
-    model = tiny(input_size=8, rows=2, cols=2)  # 4 frames of 2x2 tokens
-    allowed = torch.ones(4, 4, dtype=torch.bool)
-    allowed[:3, 3] = False  # frames 0-2 may not look at frame 3
-    mask = frame_attn_mask(model.layout, allowed)  # (16, 16)
-    frames = model.layout.token_frames()
-    assert mask.shape == (16, 16) and mask[frames == 0][:, frames == 3].sum() == 0
-    x, t = inputs(model)
-    out, attns = model(x, t, attn_mask=mask, return_attn=True)
-    assert torch.allclose(out, model(x, t, attn_mask=mask), atol=1e-5)
-    assert not torch.allclose(out, model(x, t), atol=1e-4)
-    for probs in attns:
-        blocked = probs[:, :, frames != 3][:, :, :, frames == 3]  # queries of frames 0-2, keys of frame 3
-        assert blocked.abs().max() == 0
-        assert probs[:, :, frames == 3][:, :, :, frames == 3].min() > 0
-
-
 # ---------------------------------------------------------------------------- position tables
 
 
@@ -205,12 +174,12 @@ def test_registry_sizes_on_meta_device():
         for name in DiT_models:
             size, patch = name[4:].split("/")
             depth, width, heads = expected[size]
-            model = build_model(name, input_size=16)
+            model = build_dit(name, input_size=16)
             assert model.name == name
             sizes = (len(model.blocks), model.config.hidden_size, model.blocks[0].attn.num_heads)
             assert sizes == (depth, width, heads)
             assert model.x_embedder.proj.weight.shape == (width, 4, int(patch), int(patch))
-        xl = build_model("DiT-XL/2", num_classes=1000)  # official 256x256 model
+        xl = build_dit("DiT-XL/2", num_classes=1000)  # official 256x256 model
     # the official count includes pos_embed, which is a frozen parameter there and a buffer here
     assert sum(p.numel() for p in xl.parameters()) + xl.pos_embed.numel() == 675_129_632
     shapes = {k: tuple(v.shape) for k, v in xl.state_dict().items()}
@@ -232,7 +201,7 @@ def test_state_dict_uses_official_names():
 
 def test_build_model_unknown_name():
     with pytest.raises(GriditError, match="DiT-XL/2"):
-        build_model("DiT-XXL/2")
+        build_dit("DiT-XXL/2")
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -241,7 +210,7 @@ def test_build_model_unknown_name():
 def test_round_trip_through_a_file(tmp_path):
     src, dst = tiny(seed=0), tiny(seed=1)
     torch.save(src.state_dict(), tmp_path / "m.pt")
-    report = load_checkpoint(dst, tmp_path / "m.pt")
+    report = load_weights(dst, tmp_path / "m.pt")
     assert report.source == "raw state dict" and not (report.missing or report.dropped or report.resized)
     x, t = inputs(src)
     assert torch.equal(src(x, t), dst(x, t))
@@ -251,26 +220,26 @@ def test_round_trip_through_a_file(tmp_path):
 def test_model_and_ema_dict_prefers_ema():
     ema, raw, dst = tiny(seed=0), tiny(seed=1), tiny(seed=2)
     ckpt = {"model": raw.state_dict(), "ema": ema.state_dict(), "step": 7}
-    assert load_checkpoint(dst, ckpt).source == "checkpoint['ema']"
+    assert load_weights(dst, ckpt).source == "checkpoint['ema']"
     assert torch.equal(dst.blocks[0].attn.qkv.weight, ema.blocks[0].attn.qkv.weight)
-    assert load_checkpoint(dst, ckpt, prefer="model").source == "checkpoint['model']"
+    assert load_weights(dst, ckpt, prefer="model").source == "checkpoint['model']"
     assert torch.equal(dst.blocks[0].attn.qkv.weight, raw.blocks[0].attn.qkv.weight)
-    assert load_checkpoint(dst, {"model": ema.state_dict()}).source == "checkpoint['model']"
+    assert load_weights(dst, {"model": ema.state_dict()}).source == "checkpoint['model']"
 
 
 def test_wrapper_prefixes_are_stripped():
     src, dst = tiny(seed=0), tiny(seed=1)
     state = {f"module._orig_mod.{k}": v for k, v in src.state_dict().items()}
-    report = load_checkpoint(dst, {"ema": state})
+    report = load_weights(dst, {"ema": state})
     assert not report.dropped and torch.equal(dst.final_layer.linear.bias, src.final_layer.linear.bias)
 
 
 def test_class_conditional_into_unconditional_drops_labels():
     src, dst = tiny(seed=0, num_classes=10), tiny(seed=1)
-    report = load_checkpoint(dst, src.state_dict())
+    report = load_weights(dst, src.state_dict())
     assert report.dropped == ["y_embedder.embedding_table.weight"] and not report.missing
     assert torch.equal(dst.t_embedder.mlp[2].weight, src.t_embedder.mlp[2].weight)
-    back = load_checkpoint(tiny(num_classes=10), dst.state_dict())
+    back = load_weights(tiny(num_classes=10), dst.state_dict())
     assert back.missing == ["y_embedder.embedding_table.weight"]
 
 
@@ -279,7 +248,7 @@ def test_pos_embed_is_resized_from_4x4_to_8x8_tokens():
     state = src.state_dict()
     col = torch.arange(4.0).repeat(4)  # 4x4 table whose value is the token's column index
     state["pos_embed"] = col[None, :, None].expand(1, 16, 32).clone()
-    report = load_checkpoint(dst, state)
+    report = load_weights(dst, state)
     assert report.resized == ["pos_embed"] and "bicubic" in str(report)
     table = dst.pos_embed[0, :, 0].reshape(8, 8)
     assert torch.allclose(table, table[:1].expand(8, 8))  # still constant down each column
@@ -290,30 +259,33 @@ def test_frame3d_model_drops_the_2d_table():
     src = tiny(seed=0, rows=2, cols=2)
     dst = tiny(seed=1, rows=2, cols=2, pos_embed="frame3d")
     own = dst.pos_embed.clone()
-    report = load_checkpoint(dst, src.state_dict())
+    report = load_weights(dst, src.state_dict())
     assert report.dropped == ["pos_embed"] and "frame3d" in report.notes["pos_embed"]
     assert torch.equal(dst.pos_embed, own)
-    assert load_checkpoint(dst, dst.state_dict()).dropped == []  # its own table loads as is
+    assert load_weights(dst, dst.state_dict()).dropped == []  # its own table loads as is
 
 
 def test_another_size_raises_naming_the_key():
     src = tiny(hidden_size=64, num_heads=4)
     with pytest.raises(GriditError, match=r"does not fit DiT\(depth=2.*x_embedder.proj.weight is \(64, 4, 2, 2\)"
                        r" in the file, \(32, 4, 2, 2\) in the model \(\d+ tensors differ\)"):
-        load_checkpoint(tiny(), src.state_dict())
+        load_weights(tiny(), src.state_dict())
 
 
 def test_learned_sigma_needs_permission_to_slice():
     src, dst = tiny(seed=0, learn_sigma=True), tiny(seed=1, learn_sigma=False)
     with pytest.raises(GriditError, match="allow_out_channel_slice"):
-        load_checkpoint(dst, src.state_dict())
-    report = load_checkpoint(dst, src.state_dict(), allow_out_channel_slice=True)
+        load_weights(dst, src.state_dict())
+    report = load_weights(dst, src.state_dict(), allow_out_channel_slice=True)
     assert sorted(report.resized) == ["final_layer.linear.bias", "final_layer.linear.weight"]
+    # float64: the cut model's last matrix product has half the columns, and a product of another shape may sum in
+    # another order, by how much depends on the CPU's kernels; in float64 that stays below 1e-14, far below 1e-9
     x, t = inputs(src)
-    assert torch.allclose(dst(x, t), src(x, t)[:, :4], atol=1e-6)  # eps channels kept, sigma channels cut
-    back = tiny(seed=2, learn_sigma=True)
-    load_checkpoint(back, dst.state_dict(), allow_out_channel_slice=True)
-    assert torch.allclose(back(x, t)[:, :4], dst(x, t), atol=1e-6)
+    src, dst, x = src.double(), dst.double(), x.double()
+    assert torch.allclose(dst(x, t), src(x, t)[:, :4], atol=1e-9, rtol=0)  # eps channels kept, sigma channels cut
+    back = tiny(seed=2, learn_sigma=True).double()
+    load_weights(back, dst.state_dict(), allow_out_channel_slice=True)
+    assert torch.allclose(back(x, t)[:, :4], dst(x, t), atol=1e-9, rtol=0)
 
 
 def test_truncated_or_foreign_files_raise(tmp_path):
@@ -321,10 +293,10 @@ def test_truncated_or_foreign_files_raise(tmp_path):
     torch.save(tiny().state_dict(), path)
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(GriditError, match="cannot read checkpoint"):
-        load_checkpoint(tiny(), path)
+        load_weights(tiny(), path)
     with pytest.raises(GriditError, match="not found"):
-        load_checkpoint(tiny(), tmp_path / "nope.pt")
+        load_weights(tiny(), tmp_path / "nope.pt")
     with pytest.raises(GriditError, match="no 'ema' or 'model'"):
-        load_checkpoint(tiny(), {"step": 3})
+        load_weights(tiny(), {"step": 3})
     with pytest.raises(GriditError, match="shares no tensor"):
-        load_checkpoint(tiny(), {"unrelated.weight": torch.zeros(3)})
+        load_weights(tiny(), {"unrelated.weight": torch.zeros(3)})

@@ -1,5 +1,9 @@
 """The widgets in a real JupyterLab in a real browser (Debian's chromium through playwright): run the widgets tutorial,
-then use both widgets as a person would, and fail on any JavaScript error. Screenshots go to reports/widgets/.
+then use both widgets as a person would, and fail on any JavaScript error.
+
+The screenshots (sampler.png, inspector.png) go to a temporary folder, so a test run leaves the work tree as it was.
+``make screenshots`` refreshes the committed ones in reports/widgets/: it runs this test with
+``GRIDIT_SCREENSHOTS=reports/widgets`` (a folder, relative to the repository unless absolute).
 
 Skipped, with a message, where chromium or playwright is missing; ``GRIDIT_REQUIRE_BROWSER=1`` (set by .ci/run)
 makes that a failure instead.
@@ -22,7 +26,7 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
 TUTORIAL = "notebooks/tutorials/04_widgets.ipynb"
-SHOTS = REPO / "reports" / "widgets"
+SHOTS_VARIABLE = "GRIDIT_SCREENSHOTS"  # where the screenshots go; unset: a temporary folder
 TOKEN = "gridit-browser-test"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]  # fmt: skip
@@ -49,6 +53,15 @@ def chromium():
         browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    """The screenshots' folder: ``$GRIDIT_SCREENSHOTS`` (``make screenshots``: reports/widgets), else a temporary one."""
+    folder = os.environ.get(SHOTS_VARIABLE)
+    path = REPO / folder if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _free_port():
@@ -126,19 +139,20 @@ def _src(locator):
     return locator.get_attribute("src")
 
 
-def test_both_widgets_work_in_jupyterlab_in_chromium(chromium, lab):
+def test_both_widgets_work_in_jupyterlab_in_chromium(chromium, lab, shots, tmp_path):
     page = chromium.new_page(viewport={"width": 1500, "height": 1700})  # tall enough for the sampler
     stage = ["opening the tutorial"]
     try:
-        _use_both_widgets(page, lab, stage)
+        _use_both_widgets(page, lab, stage, shots)
     except Exception as e:
-        page.screenshot(path=_shot("failure.png"), full_page=True)  # what the browser showed (not committed)
-        raise AssertionError(f"while {stage[0]}: {str(e).splitlines()[0]}") from e
+        failure = tmp_path / "failure.png"  # what the browser showed (never committed)
+        page.screenshot(path=str(failure), full_page=True)
+        raise AssertionError(f"while {stage[0]}: {str(e).splitlines()[0]} (screenshot: {failure})") from e
     finally:
         page.close()
 
 
-def _use_both_widgets(page, lab, stage):
+def _use_both_widgets(page, lab, stage, shots):
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -173,7 +187,7 @@ def _use_both_widgets(page, lab, stage):
     page.keyboard.press("Enter")
     page.wait_for_function("([el, old]) => el.getAttribute('src') !== old", arg=[shown.element_handle(), before],
                            timeout=30_000)  # fmt: skip
-    sampler.screenshot(path=_shot("sampler.png"))
+    sampler.screenshot(path=str(shots / "sampler.png"))
     # a click on a patch of the inspector: the heatmap over the frames changes
     stage[0] = "clicking a patch"
     patch = inspector.locator(".gridit-patch-view")
@@ -183,7 +197,7 @@ def _use_both_widgets(page, lab, stage):
     page.wait_for_function("([el, old]) => el.getAttribute('src') !== old", arg=[patch.element_handle(), before],
                            timeout=30_000)  # fmt: skip
     inspector.locator(".widget-label", has_text="token: frame 0, patch row 0, column 0").wait_for(timeout=30_000)
-    inspector.screenshot(path=_shot("inspector.png"))
+    inspector.screenshot(path=str(shots / "inspector.png"))
     # Stop during a long run: it stops and keeps the frames made
     stage[0] = "stopping a long run"
     frames.fill("4000")
@@ -195,8 +209,3 @@ def _use_both_widgets(page, lab, stage):
     stopped.wait_for(timeout=30_000)
     assert " of 4000 frames" in stopped.inner_text()
     assert errors == [], errors
-
-
-def _shot(name):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    return str(SHOTS / name)

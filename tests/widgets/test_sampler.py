@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from gridit_core.cli import main
-from gridit_core.sequence import CAUSAL_SCHEDULES
+from gridit_core.sampling import CAUSAL_SCHEDULES
 from widgets import SequenceSampler
 
 pytestmark = pytest.mark.unit

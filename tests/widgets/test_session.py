@@ -9,8 +9,8 @@ import torch
 
 from gridit_core.data.sources import FolderSequence
 from gridit_core.errors import GriditError
-from gridit_core.pipeline import sample_two_stage
-from gridit_core.sequence import SampleConfig, sample_sequence
+from gridit_core.sampling import SampleConfig, sample_sequence
+from gridit_core.sampling.two_stage import sample_two_stage
 from gridit_core.training import load_sr, load_trained
 from gridit_core.util.image import tensor_to_uint8
 from widgets.common import load_stage1

@@ -1,4 +1,4 @@
-"""The experiment notebooks' library (``notebooks/experiments/train.ipynb``, ``sample.ipynb``, ``evaluate.ipynb``): a
+"""What the experiment notebooks call (``notebooks/experiments/train.ipynb``, ``sample.ipynb``, ``evaluate.ipynb``): a
 run trains any family (grid, tensor, MSC) for a number of steps, a wall-time budget or a FLOP budget, samples
 sequences of several lengths, scores them with ``gridit eval``'s functions (coherence beside real, shuffled and frozen
 sequences, FVD where I3D weights are given) and the coherence along the sequence, and writes ``results.json``.
@@ -16,11 +16,12 @@ import torch
 
 from gridit_core.diffusion import STEPPER_KINDS
 from gridit_core.errors import GriditError
-from gridit_core.params import Param, check_params
-from gridit_core.sequence import CAUSAL_SCHEDULES, SampleConfig, generate_frames, sample_sequence
+from gridit_core.experiments.figures import loss_figure  # noqa: F401 (train.ipynb's name)
+from gridit_core.experiments.params import Param, check_params
+from gridit_core.sampling import CAUSAL_SCHEDULES, FAMILIES, SampleConfig, generate_frames, get_family, sample_sequence
+from gridit_core.training import read_metrics
 from gridit_core.util.io import FrameWriter, write_bytes_atomic, write_text_atomic
 
-FAMILIES = ("grid", "tensor", "msc")
 COMPONENTS = ("motion_error_px", "jump_rate", "reversal_rate", "stop_fraction")  # coherence parts worth charting
 _SAMPLING = {  # shared by train.ipynb and sample.ipynb
     "SAMPLER": Param(str, choices=("", *STEPPER_KINDS)),
@@ -40,7 +41,7 @@ _SAMPLING = {  # shared by train.ipynb and sample.ipynb
 TRAIN_PARAMS = {
     "OUT_DIR": Param(str),
     "DATA": Param(str),
-    "ARCH": Param(str, choices=FAMILIES),
+    "ARCH": Param(str, choices=tuple(FAMILIES)),
     "MODEL": Param(str),
     "ROWS": Param(int, low=1),
     "COLS": Param(int, low=1),
@@ -79,7 +80,6 @@ EVALUATE_PARAMS = {
     "FVD_FRAMES": Param(int, low=9),
     "DEVICE": Param(str),
 }
-NOTEBOOK_PARAMS = {"train.ipynb": TRAIN_PARAMS, "sample.ipynb": SAMPLE_PARAMS, "evaluate.ipynb": EVALUATE_PARAMS}
 
 
 def _lengths(text):
@@ -92,43 +92,63 @@ def _lengths(text):
     return lengths
 
 
-def check(values, notebook, base=None):
-    """The parameters of ``notebook`` (``"train.ipynb"``, ...) checked in one call (the notebook's first cell, and
-    ``gridit study`` for every run before any starts); train.ipynb's model is built on the meta device, so settings
-    it cannot take are refused here. ``base`` is where relative files start."""
-    params = check_params(values, NOTEBOOK_PARAMS[notebook], base)
-    if notebook == "evaluate.ipynb" and not params["SAMPLES"]:
-        raise GriditError("SAMPLES must name sampled sequences (a gridit sample output, a folder of them, or a GIF)")
-    if "SAMPLE_FRAMES" in params:
-        _lengths(params["SAMPLE_FRAMES"])
-        wanted = _metrics(params["METRICS"])
-        if not wanted or set(wanted) - {"coherence", "fvd"}:
-            raise GriditError(f"METRICS must list coherence and/or fvd, got {params['METRICS']!r}")
-        if "fvd" in wanted and not params["I3D"]:
-            raise GriditError("METRICS has fvd: set I3D to a local I3D weights file (nothing is downloaded)")
-    if notebook == "train.ipynb":
-        from gridit_core.training import build_model_and_diffusion
+def _check_scoring(params):
+    """The sampling lengths and metrics of train.ipynb and sample.ipynb."""
+    _lengths(params["SAMPLE_FRAMES"])
+    wanted = _metrics(params["METRICS"])
+    if not wanted or set(wanted) - {"coherence", "fvd"}:
+        raise GriditError(f"METRICS must list coherence and/or fvd, got {params['METRICS']!r}")
+    if "fvd" in wanted and not params["I3D"]:
+        raise GriditError("METRICS has fvd: set I3D to a local I3D weights file (nothing is downloaded)")
 
-        cfg = train_config(params)
-        if cfg.vae:
-            return params
-        try:
-            with torch.device("meta"):
-                model, diffusion = build_model_and_diffusion(cfg)
-        except (TypeError, ValueError) as e:
-            raise GriditError(f"{cfg.arch} model {cfg.model}: {' '.join(str(e).split())}") from None
-        check_sampling(model, diffusion, cfg, params)
+
+def check_train(values, base=None):
+    """train.ipynb's parameters checked in one call (its first cell, and ``gridit study`` for every run before any
+    starts); the model is built on the meta device, so settings it cannot take are refused here. ``base`` is where
+    relative files start."""
+    from gridit_core.training import build_model_and_diffusion
+
+    params = check_params(values, TRAIN_PARAMS, base)
+    _check_scoring(params)
+    cfg = train_config(params)
+    if cfg.vae:
+        return params
+    try:
+        with torch.device("meta"):
+            model, diffusion = build_model_and_diffusion(cfg)
+    except (TypeError, ValueError) as e:
+        raise GriditError(f"{cfg.arch} model {cfg.model}: {' '.join(str(e).split())}") from None
+    check_sampling(model, diffusion, cfg, params)
     return params
+
+
+def check_sample(values, base=None):
+    """sample.ipynb's parameters checked in one call."""
+    params = check_params(values, SAMPLE_PARAMS, base)
+    _check_scoring(params)
+    return params
+
+
+def check_evaluate(values, base=None):
+    """evaluate.ipynb's parameters checked in one call."""
+    params = check_params(values, EVALUATE_PARAMS, base)
+    if not params["SAMPLES"]:
+        raise GriditError("SAMPLES must name sampled sequences (a gridit sample output, a folder of them, or a GIF)")
+    return params
+
+
+# A notebook names its check in its metadata (``"gridit": {"checks": "train"}``); ``gridit study`` runs it on every
+# run's parameters before any run starts.
+NOTEBOOK_CHECKS = {"train": check_train, "sample": check_sample, "evaluate": check_evaluate}
 
 
 def check_sampling(model, diffusion, cfg, p):
     """Refuse now the sampling settings ``model`` (built on the meta device) cannot take at some length of
     ``p["SAMPLE_FRAMES"]``: the sampler checks every setting when it is called, before it computes anything."""
-    settings = sample_settings(p, cfg.sampling)
+    settings = settings_of(p, cfg.sampling)
     for n in _lengths(p["SAMPLE_FRAMES"]):
         try:
-            generate_frames(model, diffusion, n, rows=cfg.rows, cols=cfg.cols, progress=False, device="meta",
-                            **settings.kwargs(cfg.arch))  # fmt: skip
+            generate_frames(model, diffusion, n, settings, progress=False, device="meta")
         except GriditError as e:
             raise GriditError(f"sampling {n} frames: {e}") from None
 
@@ -151,11 +171,11 @@ def _pool(text):
 def train_config(p):
     """The ``TrainConfig`` of train.ipynb's parameters ``p``: the quickstart's recipe (cosine schedule, EMA with
     warm-up, the demo's balls for ``builtin:bouncing``, scaled with the frame) with the family, size, layout and optimiser given."""
-    from gridit_core.recipes import QUICKSTART
+    from gridit_core.experiments.recipes import QUICKSTART
 
-    kwargs = {"grid": {}, "tensor": {"attention": p["ATTENTION"]},
-              "msc": {"window": p["WINDOW"], "p_frames": p["P_FRAMES"], "pool": _pool(p["POOL"]),
-                      "i_stride": p["I_STRIDE"], "i_frames": p["I_FRAMES"], "gate": p["GATE"]}}[p["ARCH"]]  # fmt: skip
+    options = {"attention": p["ATTENTION"], "window": p["WINDOW"], "p_frames": p["P_FRAMES"], "pool": _pool(p["POOL"]),
+               "i_stride": p["I_STRIDE"], "i_frames": p["I_FRAMES"], "gate": p["GATE"]}  # fmt: skip
+    kwargs = {k: v for k, v in options.items() if k in get_family(p["ARCH"]).model_options}
     return replace(
         QUICKSTART, data=p["DATA"], model=p["MODEL"], arch=p["ARCH"], frames=p["FRAMES"], noise=p["NOISE"],
         rows=p["ROWS"], cols=p["COLS"], frame_size=p["FRAME_SIZE"], pos_embed=p["POS_EMBED"], steps=p["STEPS"],
@@ -230,7 +250,7 @@ def train(cfg, out_dir, *, time_budget=0.0, flop_budget=0.0, data_fraction=1.0):
         trainer.save()
         last = {}
     seconds = time.perf_counter() - started
-    log = [json.loads(line) for line in open(trainer.metrics_path)] if trainer.metrics_path.exists() else []
+    log = read_metrics(trainer.metrics_path)
     info = {"train_steps": trainer.step, "train_seconds": seconds, "steps_per_second": trainer.step / seconds,
             "flops_per_step": flops, "train_flops": flops * trainer.step,
             "params_millions": sum(p.numel() for p in trainer.model.parameters()) / 1e6,
@@ -239,29 +259,17 @@ def train(cfg, out_dir, *, time_budget=0.0, flop_budget=0.0, data_fraction=1.0):
     return trainer, info
 
 
-def loss_figure(metrics_path):
-    import matplotlib.pyplot as plt
-
-    log = [json.loads(line) for line in open(metrics_path)]
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot([m["step"] for m in log], [m["loss"] for m in log])
-    ax.set(xlabel="optimizer step", ylabel="training loss", yscale="log", title="Training loss")
-    return fig
-
-
 # ---- sample and score ----------------------------------------------------------------------------------------------
 
 
-def sample_settings(p, saved=None):
+def settings_of(p, saved=None):
     """``SampleConfig`` from the notebook's sampling parameters over ``saved`` (a checkpoint's saved settings): an
     empty or 0 value keeps the saved setting (else the library default), ``OVERLAP = -1`` the saved or the family's
     default overlap."""
-    given = {"sampler": p["SAMPLER"], "steps": p["SAMPLE_STEPS"], "resample": p["RESAMPLE"], "schedule": p["SCHEDULE"],
-             "chunk": p["CHUNK"]}  # fmt: skip
-    given = {k: v for k, v in given.items() if v not in ("", 0)}
-    if p["OVERLAP"] >= 0:
-        given["overlap"] = p["OVERLAP"]
-    return SampleConfig.from_dict({**(saved or {}), **given})
+    given = {"sampler": p["SAMPLER"] or None, "steps": p["SAMPLE_STEPS"] or None, "resample": p["RESAMPLE"] or None,
+             "schedule": p["SCHEDULE"] or None, "chunk": p["CHUNK"] or None,
+             "overlap": p["OVERLAP"] if p["OVERLAP"] >= 0 else None}  # fmt: skip
+    return SampleConfig.over(saved, given)
 
 
 def sample_to_folder(model, diffusion, cfg, n_frames, n_sequences, settings, out_dir, *, seed=0, device="cpu",
@@ -271,8 +279,8 @@ def sample_to_folder(model, diffusion, cfg, n_frames, n_sequences, settings, out
     from gridit_core.util.image import tensor_to_uint8
 
     started = time.perf_counter()
-    frames = sample_sequence(model, diffusion, n_frames, rows=cfg.rows, cols=cfg.cols, n_sequences=n_sequences,
-                             seed=seed, device=device, progress=False, codec=codec, **settings.kwargs(cfg.arch))  # fmt: skip
+    frames = sample_sequence(model, diffusion, n_frames, settings, n_sequences=n_sequences, seed=seed, device=device,
+                             progress=False, codec=codec)  # fmt: skip
     seconds = time.perf_counter() - started
     for k, seq in enumerate(frames.cpu()):  # (T, C, H, W)
         writer = FrameWriter(Path(out_dir) / f"seq_{k}", gif=False)
@@ -284,12 +292,13 @@ def sample_to_folder(model, diffusion, cfg, n_frames, n_sequences, settings, out
 def coherence_by_position(samples, data, frame_size, window, ckpt=None):
     """The samples' coherence in consecutive windows of ``window`` frames along the sequence, each held to real
     windows of that length: ``[{"start", "score", "motion_error_px", ...}]``; empty for data without a metric."""
-    from gridit_core.evaluate import bouncing_config, training_config
     from gridit_core.metrics.coherence import BallReference, coherence_many
     from gridit_core.metrics.digits import DigitReference, digit_coherence_many
+    from gridit_core.metrics.evaluate import bouncing_config
+    from gridit_core.training import read_config
 
     if data == "builtin:bouncing":
-        bc = bouncing_config(frame_size, window, None, training_config(ckpt) if ckpt else None)
+        bc = bouncing_config(frame_size, window, None, read_config(ckpt) if ckpt else None)
         reference, score = BallReference.from_config(bc), coherence_many
     elif data == "builtin:digits":
         reference, score = DigitReference.from_source(frame_size, window), digit_coherence_many
@@ -320,10 +329,10 @@ def sample_and_score(model, diffusion, cfg, p, out_dir, *, ckpt, codec=None, dev
     """Sample at every length of ``p["SAMPLE_FRAMES"]``, score each with ``evaluate.evaluate`` (``p["METRICS"]``:
     coherence, also along the sequence, and FVD for lengths of 16 frames or more); returns ``(metrics, details, samples)``: flat metrics suffixed by
     length (the first length's also unsuffixed), the full evaluations, and uint8 samples per length."""
-    from gridit_core.evaluate import evaluate
+    from gridit_core.metrics.evaluate import evaluate
 
     real = real or cfg.data
-    settings = sample_settings(p, cfg.sampling)
+    settings = settings_of(p, cfg.sampling)
     metrics, details, samples = {}, {"sampling": asdict(settings), "eval": {}, "by_position": {}}, {}
     for n in _lengths(p["SAMPLE_FRAMES"]):
         folder = Path(out_dir) / "samples" / f"{n}f"
@@ -372,12 +381,12 @@ def write_results(out_dir, notebook, params, metrics, details=None, figures=None
 
 
 def _jsonable(x):
-    from gridit_core.evaluate import _finite
+    from gridit_core.metrics.evaluate import _finite
 
     return _finite(json.loads(json.dumps(x, default=lambda v: v.item() if hasattr(v, "item") else str(v))))
 
 
-def load_checkpoint(path, device="auto"):
+def load_model(path, device="auto"):
     """``(model, diffusion, cfg, codec, device)`` of a stage-1 checkpoint, for sample.ipynb."""
     from gridit_core.training import load_codec, load_trained
     from gridit_core.util.device import resolve_device
@@ -389,7 +398,7 @@ def load_checkpoint(path, device="auto"):
 
 def evaluate_folder(p):
     """evaluate.ipynb: ``evaluate.evaluate`` of ``p["SAMPLES"]`` against ``p["REAL"]``; flat metrics and the result."""
-    from gridit_core.evaluate import evaluate
+    from gridit_core.metrics.evaluate import evaluate
     from gridit_core.util.device import resolve_device
 
     metrics = [m.strip() for m in p["METRICS"].split(",") if m.strip()]

@@ -4,12 +4,12 @@ import pytest
 import torch
 from PIL import Image
 
-from gridit_core import sequence
 from gridit_core.diffusion import Diffusion, DiffusionConfig
 from gridit_core.errors import GriditError
 from gridit_core.grid import frames_to_grid, grid_to_frames
 from gridit_core.models import DiT, DiTConfig
-from gridit_core.sequence import SequencePlan, generate_frames, sample_sequence
+from gridit_core.sampling import generate_frames, grids, sample_sequence
+from gridit_core.sampling.grids import SequencePlan
 
 pytestmark = pytest.mark.unit
 
@@ -52,7 +52,7 @@ class FakeSampler:
 )
 def test_exact_length_and_conditioning(monkeypatch, n, rows, overlap, interpolate):
     fake = FakeSampler(rows)
-    monkeypatch.setattr(sequence, "sample", fake)
+    monkeypatch.setattr(grids, "sample", fake)
     cols = 6 // rows
     frames = list(generate_frames(fake_model(3, 4 * rows, 4 * cols), Diffusion(), n, rows=rows, cols=cols, overlap=overlap,
                                   interpolate=interpolate, steps=2, progress=False))
@@ -76,7 +76,7 @@ def test_exact_length_and_conditioning(monkeypatch, n, rows, overlap, interpolat
 
 def test_inbetweening_keeps_keyframe_rows_in_order(monkeypatch):
     fake = FakeSampler(rows=3)
-    monkeypatch.setattr(sequence, "sample", fake)
+    monkeypatch.setattr(grids, "sample", fake)
     frames = list(generate_frames(fake_model(3, 12, 8), Diffusion(), 12, rows=3, cols=2, overlap=4, interpolate=True, steps=1, progress=False))
     values = [f[0, 0, 0, 0].item() for f in frames]
     start = fake.calls[0]
@@ -115,7 +115,7 @@ def test_real_model_is_deterministic_and_writes_exactly_n_files(tiny, tmp_path):
 
 
 def test_a_thousand_frames_stream_to_disk(monkeypatch, tmp_path):
-    monkeypatch.setattr(sequence, "sample", FakeSampler())
+    monkeypatch.setattr(grids, "sample", FakeSampler())
     out = sample_sequence(fake_model(3, 8, 12), Diffusion(), 1203, rows=2, cols=3, overlap=3, steps=1, out_dir=tmp_path / "long", progress=False)
     files = sorted((out / "frames").iterdir())
     assert len(files) == 1203 and files[-1].name == "001202.png"

@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 
 from gridit_core.data.sources import FolderSequence
 from gridit_core.errors import GriditError
-from gridit_core.sequence import SAMPLE_OUTPUTS, generate_frames
-from gridit_core.superres import SAMPLE_AUG, check_upscale_settings, upscale_frames
+from gridit_core.sampling.families import SAMPLE_OUTPUTS, generate_frames
+from gridit_core.sampling.upscale import SAMPLE_AUG, check_upscale_settings, upscale_frames
 from gridit_core.util.image import frames_to_tensor
 from gridit_core.util.io import FrameWriter, prepare_output_dir
 
@@ -57,7 +57,7 @@ def sample_two_stage(
     """Sample one sequence of exactly ``n_frames`` frames with stage 1 and super-resolve every frame with stage 2.
 
     Writes ``out_dir/frames_lr/*.png`` and ``sequence_lr.gif`` (stage 1), ``out_dir/frames/*.png`` and
-    ``sequence.gif`` (stage 2), and returns ``out_dir``. ``stage1_kwargs`` go to ``sequence.generate_frames``
+    ``sequence.gif`` (stage 2), and returns ``out_dir``. ``stage1_kwargs`` go to ``sampling.generate_frames``
     (``overlap``, ``interpolate``, ``sampler``, ``steps``, ``eta``, ``resample``, ``device``, ``callback``).
     ``codec`` and ``sr_codec`` are the stages' VAE codecs (``training.load_codec``; None in pixel space): the stages pass
     each other RGB frames either way. The two stages' frame sizes and every setting are checked before the folder is

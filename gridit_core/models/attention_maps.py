@@ -20,6 +20,7 @@ import torch
 
 from gridit_core.errors import GriditError
 from gridit_core.grid import frames_to_grid
+from gridit_core.models.dit import DiT
 from gridit_core.models.layers import Attention
 from gridit_core.models.msc import MSCAttention, _high_index, _low_index, pool_tokens, unpool_tokens
 from gridit_core.models.video import FullAttention
@@ -62,7 +63,7 @@ def attention_modules(model):
 
 def token_grid(model, n_frames=None):
     """``(frames, h, w)``: the frames a model input holds and each frame's token grid."""
-    if getattr(model, "arch", "grid") == "grid":
+    if isinstance(model, DiT):
         return (model.layout.frames, *model.layout.frame_tokens)
     if n_frames is None:
         raise GriditError("a sequence model's token grid needs the number of frames")
@@ -72,7 +73,7 @@ def token_grid(model, n_frames=None):
 def frame_major_order(model, n_frames=None):
     """``(N,)`` long: entry ``i`` is the model's own index of frame-major token ``i``."""
     t, h, w = token_grid(model, n_frames)
-    if getattr(model, "arch", "grid") != "grid":
+    if not isinstance(model, DiT):
         return torch.arange(t * h * w)
     f, y, x = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
     return model.layout.frame_to_token(f.flatten(), y.flatten(), x.flatten())
@@ -82,7 +83,7 @@ def model_input(model, frames):
     """Frames ``(B, T, C, H, W)`` as the model takes them: a grid image for the grid DiT, the clip otherwise."""
     if frames.ndim != 5:
         raise GriditError(f"frames must be (B, T, C, H, W), got shape {tuple(frames.shape)}")
-    if getattr(model, "arch", "grid") == "grid":
+    if isinstance(model, DiT):
         layout = model.layout
         want = (layout.frames, model.in_channels, layout.frame_h, layout.frame_w)
         if tuple(frames.shape[1:]) != want:
@@ -93,7 +94,7 @@ def model_input(model, frames):
     if tuple(frames.shape[2:]) != want:
         raise GriditError(f"the {model.arch} model takes frames of {'x'.join(map(str, want))}, got "
                           f"{'x'.join(map(str, frames.shape[2:]))}")  # fmt: skip
-    if model.arch == "tensor" and frames.shape[1] > model.config.frames:
+    if not model.config.causal and frames.shape[1] > model.config.frames:
         raise GriditError(f"the tensor model sees {model.config.frames} frames at once, got {frames.shape[1]}")
     return frames
 
@@ -142,6 +143,14 @@ def _softmax(q, k, mask=None):
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return scores.softmax(dim=-1)
+
+
+def _plain(module, x):
+    """``Attention`` over tokens ``(N, L, D)``: (out, probs (N, h, L, L))."""
+    q, k, v = module.qkv_heads(x)  # (N, h, L, d) each
+    probs = _softmax(q, k)  # (N, h, L, L)
+    out = (probs @ v).transpose(1, 2).reshape(x.shape)  # (N, L, D)
+    return module.proj(out), probs
 
 
 def _full(module, x):
@@ -194,8 +203,7 @@ def explicit_attention(module, args, kwargs):
     explicit probabilities ``(B, heads, N, N)`` in the module's own token order, each head's branch and the MSC
     gate ``(B, T, 2)`` (or None)."""
     if isinstance(module, Attention):
-        x, mask = args[0], args[1] if len(args) > 1 else kwargs.get("attn_mask")
-        out, probs = module(x, mask, return_attn=True)
+        out, probs = _plain(module, args[0])
         return out, probs, ["all"] * module.num_heads, None
     if isinstance(module, FullAttention):
         out, probs = _full(module, args[0])

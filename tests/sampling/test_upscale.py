@@ -4,9 +4,11 @@ from safetensors.torch import save_file
 
 from gridit_core.diffusion import Diffusion, DiffusionConfig
 from gridit_core.errors import GriditError
-from gridit_core.models import build_model
-from gridit_core.superres import SRDenoiser, build_sr_model, noise_augment, sr_training_losses, upscale_frames
+from gridit_core.models import build_dit
+from gridit_core.models.sr import SRDenoiser, build_sr_model, noise_augment
+from gridit_core.sampling.upscale import upscale_frames
 from gridit_core.training import TrainConfig, Trainer, export_weights, load_sr, load_trained
+from gridit_core.training.losses import sr_training_losses
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +45,7 @@ def test_forward_shapes(scale, learn_sigma):
     x, lr_up = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16)
     out = SRDenoiser(model)(x, torch.tensor([0, 9]), lr_up=lr_up, aug_level=torch.tensor([0.0, 0.2]))
     assert out.shape == (2, model.out_channels, 16, 16)
-    assert all(k.startswith(("aug_embedder.",)) or k in build_model("DiT-N/4", **SMALL).state_dict()
+    assert all(k.startswith(("aug_embedder.",)) or k in build_dit("DiT-N/4", **SMALL).state_dict()
                for k in model.state_dict())  # official names, plus the new embedder
 
 
@@ -67,7 +69,7 @@ def test_bad_models_and_inputs_raise():
     model = build_sr_model("DiT-N/4", 16, 4, **SMALL)
     with pytest.raises(GriditError, match="aug_level of shape"):
         model(torch.zeros(1, 6, 16, 16), torch.tensor([1]))
-    stage1 = build_model("DiT-N/4", input_size=16, in_channels=3, **SMALL)
+    stage1 = build_dit("DiT-N/4", input_size=16, in_channels=3, **SMALL)
     with pytest.raises(GriditError, match="no augmentation-level input"):
         stage1(torch.zeros(1, 3, 16, 16), torch.tensor([1]), aug_level=torch.tensor([0.1]))
 
@@ -117,7 +119,7 @@ def test_upscale_is_deterministic_and_checks_sizes():
     with pytest.raises(GriditError, match="8x8 times 4 give 32x32, but the model makes 16x16"):
         upscale_frames(model, diffusion, torch.zeros(1, 3, 8, 8), scale=4)
     with pytest.raises(GriditError, match="not a stage-2"):
-        upscale_frames(build_model("DiT-N/4", input_size=16, in_channels=3, **SMALL), diffusion, lr, scale=4)
+        upscale_frames(build_dit("DiT-N/4", input_size=16, in_channels=3, **SMALL), diffusion, lr, scale=4)
 
 
 def test_residual_model_starts_at_bicubic_and_its_target_is_the_residual():

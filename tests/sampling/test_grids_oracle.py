@@ -4,13 +4,13 @@ the true x0 (the clamp)."""
 import pytest
 import torch
 
-from gridit_core import sequence
 from gridit_core.data.degrade import upsample
 from gridit_core.diffusion import Diffusion, DiffusionConfig
 from gridit_core.grid import frames_to_grid, grid_to_frames
-from gridit_core.latent import Codec, IdentityCodec, LatentCodec
-from gridit_core.sequence import SequencePlan, generate_frames
-from gridit_core.superres import x0_range
+from gridit_core.models.codec import Codec, IdentityCodec, LatentCodec
+from gridit_core.sampling import generate_frames, grids
+from gridit_core.sampling.grids import SequencePlan
+from gridit_core.sampling.upscale import x0_range
 
 pytestmark = pytest.mark.unit
 
@@ -18,7 +18,7 @@ STEP = 0.01  # frame k of the true sequence is the constant image -1 + STEP * k
 
 
 class LinearOracle:
-    """Stands in for ``sequence.sample``: fills a grid with the true frames of a sequence whose frame ``k`` is the
+    """Stands in for ``grids.sample``: fills a grid with the true frames of a sequence whose frame ``k`` is the
     constant ``-1 + STEP * k``, reading where the grid sits in time from its first known cell (the start grid: 0)."""
 
     def __init__(self, rows, cols):
@@ -46,7 +46,7 @@ class Shape:
 @pytest.mark.parametrize("rows,cols,n", [(4, 4, 64), (4, 4, 37), (3, 2, 40), (3, 3, 5), (3, 4, 20)])
 def test_inbetweened_sequence_is_uniform_in_time(monkeypatch, rows, cols, n):
     oracle = LinearOracle(rows, cols)
-    monkeypatch.setattr(sequence, "sample", oracle)
+    monkeypatch.setattr(grids, "sample", oracle)
     frames = generate_frames(Shape(3, 4 * rows, 4 * cols), Diffusion(), n, rows=rows, cols=cols, interpolate=True,
                              steps=1, progress=False)  # fmt: skip
     times = [round((f[0, 0, 0, 0].item() + 1) / STEP) for f in frames]
@@ -60,7 +60,7 @@ def test_inbetweened_sequence_is_uniform_in_time(monkeypatch, rows, cols, n):
 
 @pytest.mark.parametrize("rows,cols,overlap,n", [(2, 2, 2, 30), (4, 4, 12, 64), (3, 2, 0, 13)])
 def test_continued_sequence_is_uniform_in_time(monkeypatch, rows, cols, overlap, n):
-    monkeypatch.setattr(sequence, "sample", LinearOracle(rows, cols))
+    monkeypatch.setattr(grids, "sample", LinearOracle(rows, cols))
     frames = generate_frames(Shape(3, 4 * rows, 4 * cols), Diffusion(), n, rows=rows, cols=cols, overlap=overlap,
                              steps=1, progress=False)  # fmt: skip
     times = [round((f[0, 0, 0, 0].item() + 1) / STEP) for f in frames]

@@ -6,13 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
-from gridit_core import pipeline, sequence
 from gridit_core.diffusion import Diffusion, DiffusionConfig
 from gridit_core.errors import GriditError
 from gridit_core.grid import frames_to_grid
 from gridit_core.models import DiT, DiTConfig
-from gridit_core.pipeline import batch_seed, sample_two_stage, upscale_folder
-from gridit_core.superres import build_sr_model
+from gridit_core.models.sr import build_sr_model
+from gridit_core.sampling import grids, two_stage
+from gridit_core.sampling.two_stage import batch_seed, sample_two_stage, upscale_folder
 
 pytestmark = pytest.mark.unit
 
@@ -48,7 +48,7 @@ class CountingSampler:
 
 
 class NearestUpscale:
-    """Stands in for ``superres.upscale_frames``: nearest-neighbour x``scale``; records each call and what is on disk."""
+    """Stands in for ``upscale.upscale_frames``: nearest-neighbour x``scale``; records each call and what is on disk."""
 
     def __init__(self, out_dir):
         self.out_dir, self.calls = out_dir, []
@@ -62,8 +62,8 @@ class NearestUpscale:
 def test_a_thousand_frames_stream_through_both_stages(monkeypatch, tmp_path):
     out = tmp_path / "two"
     upscale = NearestUpscale(out)
-    monkeypatch.setattr(sequence, "sample", CountingSampler())
-    monkeypatch.setattr(pipeline, "upscale_frames", upscale)
+    monkeypatch.setattr(grids, "sample", CountingSampler())
+    monkeypatch.setattr(two_stage, "upscale_frames", upscale)
     sample_two_stage(fake_stage1(4), Diffusion(), cfg(4, 2, 2), fake_stage2(8), Diffusion(), cfg(8, scale=2), 1001, out,
                      sr_batch=16, sr_steps=1, steps=1, seed=3, progress=False)
     for name, side in (("frames", 8), ("frames_lr", 4)):

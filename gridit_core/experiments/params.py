@@ -51,13 +51,24 @@ def _range_text(low, high):
     return f"in [{low:g}, {high:g}]"
 
 
+def _notebook(path):
+    try:
+        nb = json.loads(Path(path).read_text())
+        nb["cells"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise GriditError(f"cannot read notebook {path}: {e}") from None
+    return nb
+
+
+def notebook_metadata(path):
+    """The metadata dict of notebook ``path``."""
+    return _notebook(path).get("metadata", {})
+
+
 def read_parameters(path):
     """The ``parameters`` cell of notebook ``path`` as ``{NAME: default}``; every line there is ``NAME = literal``."""
     path = Path(path)
-    try:
-        cells = json.loads(path.read_text())["cells"]
-    except (OSError, ValueError, KeyError) as e:
-        raise GriditError(f"cannot read notebook {path}: {e}") from None
+    cells = _notebook(path)["cells"]
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(tagged) != 1:
         raise GriditError(f"notebook {path} needs exactly one cell tagged 'parameters', found {len(tagged)}")

@@ -6,8 +6,7 @@ import torch
 
 from gridit_core.diffusion import Diffusion
 from gridit_core.errors import GriditError
-from gridit_core.models import build_model
-from gridit_core.models.inspect import (
+from gridit_core.models.attention_maps import (
     attention_modules,
     capture_inputs,
     explicit_attention,
@@ -20,6 +19,7 @@ from gridit_core.models.inspect import (
     noised,
     rollout,
 )
+from gridit_core.sampling import get_family
 
 pytestmark = pytest.mark.unit
 
@@ -36,10 +36,10 @@ FAMILIES = [
 def tiny(arch, **kw):
     torch.manual_seed(0)
     if arch == "grid":
-        m = build_model("DiT-N/4", input_size=32, rows=2, cols=2, in_channels=3, depth=2, hidden_size=32, num_heads=4,
+        m = get_family("grid").build("DiT-N/4", input_size=32, rows=2, cols=2, in_channels=3, depth=2, hidden_size=32, num_heads=4,
                         learn_sigma=False, **kw)  # fmt: skip
     else:
-        m = build_model("DiT-N/4", arch=arch, **{**VIDEO, **kw})
+        m = get_family(arch).build("DiT-N/4", **{**VIDEO, **kw})
     g = torch.Generator().manual_seed(1)
     for p in m.parameters():  # adaLN-Zero starts as the identity: give every weight a value so attention matters
         p.data.copy_(torch.randn(p.shape, generator=g) * 0.1)

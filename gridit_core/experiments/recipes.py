@@ -24,7 +24,7 @@ QUICKSTART = TrainConfig(
     builtin={"radius": (3.0, 3.0), "speed": (1.0, 2.0), "colours": (255, 200, 60)},
     log_every=10,
     device="cpu",
-    # validated on the shipped checkpoint (README, "The demo's recipe"): ancestral steps with RePaint resampling
+    # validated on the shipped checkpoint (docs/results.md, "The demo's recipe"): ancestral steps with RePaint resampling
     # follow the conditioning frames' motion far better than DDIM; overlap 2 is the previous grid's last row
     sampling={"sampler": "ddpm", "steps": 50, "resample": 5, "overlap": 2},
 )

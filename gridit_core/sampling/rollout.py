@@ -26,8 +26,7 @@ from tqdm.auto import tqdm
 
 from gridit_core.diffusion import Stepper, sample
 from gridit_core.errors import GriditError
-from gridit_core.latent import pixel_codec
-from gridit_core.sequence import SampleConfig
+from gridit_core.models.codec import pixel_codec
 from gridit_core.util.rng import randn
 
 
@@ -59,47 +58,47 @@ def level_matrix(schedule, n_frames, chunk, steps):
     return (steps - (m - start[None, :])).clamp(0, steps)
 
 
-def _check(model, settings, n_frames):
-    if n_frames < 1:
-        raise GriditError(f"the number of frames must be at least 1, got {n_frames}")
-    arch, cfg = model.arch, model.config
-    if arch == "msc":
-        if settings.schedule == "full" and n_frames > cfg.frames:
-            raise GriditError(f"the full schedule denoises all frames at once: at most the training length "
-                              f"{cfg.frames}, got {n_frames}; use autoregressive or pyramid")  # fmt: skip
-        if settings.context is not None and settings.context > model.span:
-            raise GriditError(f"context {settings.context} exceeds what the model can see ({model.span} frames)")
-    elif arch == "tensor":
-        overlap = settings.overlap if settings.overlap is not None else cfg.frames // 2
-        if not 0 <= overlap < cfg.frames:
-            raise GriditError(f"overlap must be in 0..{cfg.frames - 1} for a model of {cfg.frames} frames, got {overlap}")
-    else:
-        raise GriditError(f"rollout samples sequence models (tensor, msc), not {arch!r}")
-
-
-def generate_rollout(model, diffusion, n_frames, *, n_sequences=1, seed=0, device="cpu", progress=True,
-                     callback=None, codec=None, cache=True, **settings):  # fmt: skip
-    """An iterator of frames ``(n_sequences, C, H, W)``, exactly ``n_frames`` of them, from a tensor or MSC model.
-
-    ``settings`` are ``SampleConfig`` fields (``SampleConfig.kwargs(model.arch)``); every one is checked before the
-    first frame is sampled. ``codec`` as for ``sequence.generate_frames``; ``cache=False`` (MSC) recomputes the
-    finished frames at every iteration instead of caching them (the exact reference the cache must match).
-    """
+def causal_frames(model, diffusion, n_frames, s, *, n_sequences=1, seed=0, device="cpu", progress=True, callback=None,
+                  codec=None, cache=True):  # fmt: skip
+    """The MSC family's sampler (``sampling.generate_frames`` checks its arguments and calls it): frames
+    ``(n_sequences, C, H, W)``, exactly ``n_frames`` of them, by Diffusion Forcing's schedule ``s.schedule``. Every
+    setting of ``s`` (a ``SampleConfig``) is checked before the first frame is sampled. ``cache=False`` recomputes
+    the finished frames at every iteration instead of caching them (the exact reference the cache must match)."""
+    cfg = model.config
+    if s.schedule == "full" and n_frames > cfg.frames:
+        raise GriditError(f"the full schedule denoises all frames at once: at most the training length "
+                          f"{cfg.frames}, got {n_frames}; use autoregressive or pyramid")  # fmt: skip
+    if s.context is not None and s.context > model.span:
+        raise GriditError(f"context {s.context} exceeds what the model can see ({model.span} frames)")
+    Stepper(diffusion, s.sampler, s.steps, s.eta)  # refuses a step count the process lacks, now
+    shape = (n_sequences, model.in_channels, *cfg.frame_hw)
     codec = pixel_codec(codec)
-    if codec.latent_channels != model.in_channels:
-        raise GriditError(f"the model takes {model.in_channels}-channel latents, but the VAE makes {codec.latent_channels}")
-    s = SampleConfig(**settings)
-    _check(model, s, n_frames)
+    return _decoded(_msc_frames(model, diffusion, n_frames, s, shape, torch.device(device), seed, progress, callback,
+                                codec, cache), codec)  # fmt: skip
+
+
+def window_frames(model, diffusion, n_frames, s, *, n_sequences=1, seed=0, device="cpu", progress=True, callback=None,
+                  codec=None):  # fmt: skip
+    """The tensor family's sampler (``sampling.generate_frames`` checks its arguments and calls it): frames
+    ``(n_sequences, C, H, W)``, exactly ``n_frames`` of them, window by window (the module docstring)."""
+    t_len = model.config.frames
+    overlap = s.overlap if s.overlap is not None else t_len // 2
+    if not 0 <= overlap < t_len:
+        raise GriditError(f"overlap must be in 0..{t_len - 1} for a model of {t_len} frames, got {overlap}")
     Stepper(diffusion, s.sampler, s.steps, s.eta)  # refuses a step count the process lacks, now
     shape = (n_sequences, model.in_channels, *model.config.frame_hw)
-    stream = (_msc_frames if model.arch == "msc" else _window_frames)(
-        model, diffusion, n_frames, s, shape, torch.device(device), seed, progress, callback, codec, cache
-    )
+    codec = pixel_codec(codec)
+    return _decoded(_window_frames(model, diffusion, n_frames, s, overlap, shape, torch.device(device), seed, progress,
+                                   callback, codec), codec)  # fmt: skip
+
+
+def _decoded(stream, codec):
     return (codec.decode(z) for z in stream)  # (n_sequences, 3, H*f, W*f) each
 
 
 @torch.no_grad()
 def _msc_frames(model, diffusion, n_frames, s, shape, device, seed, progress, callback, codec, use_cache):
+    """The generator behind ``causal_frames``."""
     generator = torch.Generator(device).manual_seed(seed)
     stepper = Stepper(diffusion, s.sampler, s.steps, s.eta, generator, clip_x0=codec.x0_range)
     ts = torch.tensor(stepper.timesteps + [0], device=device)  # the timestep of each level, index S - level
@@ -131,7 +130,8 @@ def _msc_frames(model, diffusion, n_frames, s, shape, device, seed, progress, ca
                 x[f] = z[:, i]
             bar.update(1)
             if callback is not None:
-                callback({"i": m, "steps": n_iterations, "t": t, "x": z, "x0_pred": x0, "frames": (a, active[-1] + 1)})
+                callback({"i": m, "steps": n_iterations, "t": t, "x": z, "x0_pred": x0, "unit": 0, "units": 1,
+                          "frames": (a, active[-1] + 1)})  # fmt: skip
             finished = [f for f, level in zip(active, now.tolist()) if level == 1]  # clean after this iteration
             if finished:
                 clean = torch.stack([x.pop(f) for f in finished], 1)  # (B, K, C, H, W)
@@ -152,10 +152,10 @@ def _msc_frames(model, diffusion, n_frames, s, shape, device, seed, progress, ca
         raise GriditError(f"the rollout finished {done} of {n_frames} frames")
 
 
-def _window_frames(model, diffusion, n_frames, s, shape, device, seed, progress, callback, codec, _cache):
+def _window_frames(model, diffusion, n_frames, s, overlap, shape, device, seed, progress, callback, codec):
+    """The generator behind ``window_frames``."""
     generator = torch.Generator(device).manual_seed(seed)
     t_len = model.config.frames
-    overlap = s.overlap if s.overlap is not None else t_len // 2
     windows = 1 + max(0, -(-(n_frames - t_len) // (t_len - overlap)))
     window_shape = (shape[0], t_len, *shape[1:])
     opts = dict(sampler=s.sampler, steps=s.steps, resample=s.resample, device=device, clip_x0=codec.x0_range)
@@ -175,7 +175,8 @@ def _window_frames(model, diffusion, n_frames, s, shape, device, seed, progress,
             def on_step(info, w=w):
                 bar.update(1)
                 if callback is not None:
-                    callback({**info, "window": w, "windows": windows})
+                    first = w * (t_len - overlap)
+                    callback({**info, "unit": w, "units": windows, "frames": (first, first + t_len)})
 
             with torch.no_grad():
                 window = sample(diffusion, model, window_shape, known=known, known_mask=mask if known is not None else None,

@@ -2,7 +2,7 @@
 super-resolve it x4 with a stage-2 model trained here from scratch and score that against bicubic upsampling.
 
 The notebook ``notebooks/experiments/quickstart.ipynb`` stays thin and calls these functions. The demo's
-recipe was chosen from measurements on 2 CPU cores (see README, "The demo's recipe"): one ball of a fixed
+recipe was chosen from measurements on 2 CPU cores (``docs/results.md``, "The demo's recipe"): one ball of a fixed
 colour on 16 px frames, a 2x2 grid, v-prediction on a cosine schedule, started from a shipped checkpoint. Stage 2
 predicts x0 of the residual over bicubic (v-prediction left per-pixel noise: 15 dB against bicubic's 25).
 """
@@ -17,14 +17,15 @@ import torch
 from gridit_core.data.builtin import BouncingConfig, bouncing_shapes
 from gridit_core.data.degrade import DegradeConfig, degrade
 from gridit_core.diffusion import STEPPER_KINDS
+from gridit_core.experiments.figures import loss_figure
+from gridit_core.experiments.params import Param
+from gridit_core.experiments.params import check_params as _check
+from gridit_core.experiments.recipes import QUICKSTART, QUICKSTART_SR, config, sr_config  # noqa: F401 (the notebook's names)
 from gridit_core.metrics.coherence import with_baselines
 from gridit_core.metrics.fidelity import bicubic_baseline, compare_sr
-from gridit_core.params import Param
-from gridit_core.params import check_params as _check
-from gridit_core.recipes import QUICKSTART, QUICKSTART_SR, config, sr_config  # noqa: F401 (the notebook's names)
 from gridit_core.report.page import figure_png, gif_bytes, write_report
-from gridit_core.sequence import sample_sequence
-from gridit_core.superres import SAMPLE_AUG, upscale_frames
+from gridit_core.sampling import sample_sequence
+from gridit_core.sampling.upscale import SAMPLE_AUG, upscale_frames
 from gridit_core.training import Trainer, load_codec, read_metrics
 from gridit_core.util.image import downscale, tensor_to_uint8, uint8_to_tensor
 
@@ -159,22 +160,6 @@ def score(samples, real, reference=None):
     without one the ``real`` sequences are the reference, and their own row is scored in-sample (an upper bound).
     """
     return with_baselines(samples, real, reference)
-
-
-def loss_figure(metrics_path, init=""):
-    """This run's loss; after a shipped checkpoint's own training log when it starts from one."""
-    log = read_metrics(metrics_path)
-    fig, ax = plt.subplots(figsize=(6, 3))
-    offset = 0
-    before = Path(init).with_name("training_metrics.jsonl") if init else None
-    if before is not None and before.is_file():
-        shipped = read_metrics(before)
-        offset = shipped[-1]["step"]
-        ax.plot([m["step"] for m in shipped], [m["loss"] for m in shipped], label=f"shipped checkpoint ({offset} steps)")
-    ax.plot([offset + m["step"] for m in log], [m["loss"] for m in log], label="this run")
-    ax.set(xlabel="optimizer step", ylabel="training loss", yscale="log", title="Training loss")
-    ax.legend()
-    return fig
 
 
 def scores_figure(scores):

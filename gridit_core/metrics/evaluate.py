@@ -21,6 +21,7 @@ from gridit_core.errors import GriditError
 from gridit_core.metrics.coherence import BallReference, coherence_many, freeze_frames, shuffle_frames, with_baselines
 from gridit_core.metrics.digits import DigitReference, digit_coherence_many
 from gridit_core.metrics.frechet import FeatureStats, cached_stats, frechet_distance, stats_dir
+from gridit_core.training.checkpoints import read_config
 
 METRICS = ("coherence", "fvd", "fid")
 COHERENCE_KINDS = ("balls", "digits")
@@ -44,26 +45,6 @@ def read_sequences(path):
     if len(sizes) > 1:
         raise GriditError(f"the sequences in {path} differ in frame size: {sizes}")
     return arrays, [s.name for s in found]
-
-
-def training_config(path):
-    """The ``TrainConfig`` saved in a checkpoint (``.pt`` or exported ``.safetensors``), without building its model."""
-    from gridit_core.training.config import TrainConfig
-    from gridit_core.util.io import load_file
-
-    path = Path(path)
-    if path.suffix == ".safetensors" and path.is_file():
-        from safetensors import safe_open
-
-        with safe_open(path, "pt") as f:
-            saved = (f.metadata() or {}).get("config")
-        saved = json.loads(saved) if saved else None
-    else:
-        state = load_file(path)
-        saved = state.get("config") if isinstance(state, dict) else None
-    if not saved:
-        raise GriditError(f"{path} holds no training config: pass a checkpoint of gridit train or gridit export")
-    return TrainConfig.from_dict(saved)
 
 
 def bouncing_config(frame_size, length, builtin=None, ckpt_cfg=None):
@@ -154,7 +135,7 @@ def evaluate(samples_path, real_spec, *, metrics=("coherence",), i3d=None, incep
     samples, names = read_sequences(samples_path)
     h, w = samples[0].shape[1:3]
     length = max(len(s) for s in samples)
-    cfg = training_config(ckpt) if ckpt else None
+    cfg = read_config(ckpt) if ckpt else None
     kind = kind or ("digits" if str(real_spec) == "builtin:digits" else "balls")
     bouncing = bouncing_config(h, length, builtin, cfg) if str(real_spec) == "builtin:bouncing" else None
     real = load_real(real_spec, real_sequences or max(len(samples), 8), length, (h, w), bouncing)

@@ -1,0 +1,68 @@
+"""How a model samples a sequence: ``SampleConfig``, one dataclass for every family. Each family uses some of its
+fields (``sampling.families``); a checkpoint saves the settings it was validated with, and ``gridit sample`` uses
+them unless told otherwise."""
+
+from dataclasses import dataclass, fields
+
+from gridit_core.diffusion import STEPPER_KINDS
+from gridit_core.errors import GriditError
+
+CAUSAL_SCHEDULES = ("autoregressive", "pyramid", "full")  # Diffusion Forcing's scheduling matrices (sampling.rollout)
+
+
+@dataclass
+class SampleConfig:
+    """How a model samples a sequence; a checkpoint saves the settings it was validated with."""
+
+    sampler: str = "ddim"  # ddpm (ancestral) or ddim
+    steps: int = 50  # denoising steps per grid, window or frame
+    eta: float = 0.0  # DDIM eta (0: deterministic)
+    resample: int = 1  # RePaint: each step done this many times with the known cells re-imposed (1: replace once)
+    overlap: int | None = None  # known frames per continuation grid / window; None: all but the last row (grid), T/2
+    interpolate: bool = False  # grid: keyframes, then in-betweening grids (see sampling.grids)
+    schedule: str = "autoregressive"  # msc: Diffusion Forcing's scheduling: autoregressive, pyramid or full
+    chunk: int = 1  # msc: frames that start together (one chunk is denoised at a time when autoregressive)
+    context: int | None = None  # msc: past frames kept in the cache; None: all the model can see (its span)
+    context_noise: float = 0.0  # msc: context frames are re-noised to this fraction of the process (stabilisation)
+
+    def __post_init__(self):
+        if self.sampler not in STEPPER_KINDS:
+            raise GriditError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(STEPPER_KINDS)}")
+        for name, low in (("steps", 1), ("resample", 1), ("chunk", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise GriditError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not 0 <= self.eta <= 1:
+            raise GriditError(f"eta must lie in [0, 1], got {self.eta}")
+        for name in ("overlap", "context"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise GriditError(f"{name} must be None or an integer >= 0, got {value!r}")
+        if self.schedule not in CAUSAL_SCHEDULES:
+            raise GriditError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(CAUSAL_SCHEDULES)}")
+        if not 0 <= self.context_noise < 1:
+            raise GriditError(f"context_noise must lie in [0, 1), got {self.context_noise}")
+
+    @classmethod
+    def names(cls):
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d, what="sample config"):
+        """A ``SampleConfig`` from a dict; unknown keys are refused by name."""
+        if not isinstance(d, dict):
+            raise GriditError(f"{what} must be a dict of {', '.join(cls.names())}, got {d!r}")
+        unknown = sorted(set(d) - set(cls.names()))
+        if unknown:
+            raise GriditError(f"{what}: unknown settings {unknown}; known: {', '.join(cls.names())}")
+        return cls(**d)
+
+    @classmethod
+    def over(cls, saved, given, what="sampling"):
+        """The settings ``given`` (None: not given) over ``saved`` (a checkpoint's), the rest the defaults: how
+        ``gridit sample``, the notebooks and the widgets choose a model's settings."""
+        return cls.from_dict({**(saved or {}), **{k: v for k, v in given.items() if v is not None}}, what)
+
+    def pick(self, names):
+        """The fields ``names`` as a dict (a family's ``sample_fields``)."""
+        return {name: getattr(self, name) for name in names}
