@@ -1,7 +1,8 @@
 """A study's static report: ``index.html`` (plotly charts of each metric against each varied parameter, Pareto fronts
 of quality against time, the claims and their verdicts, a sortable table of every run linking its executed notebook,
-the failures, the spec and the machine), one ``plotly.min.js`` copied beside it from the installed plotly package
-(no CDN: the report opens offline), and ``results.csv`` / ``results.json`` with every run.
+the failures, the spec and the machine), which loads a local ``plotly.min.js`` (no CDN: the report opens offline):
+one already beside it or in the folder above (reports side by side share one), else a copy from the installed plotly
+package; and ``results.csv`` / ``results.json`` with every run.
 
 A run's ``results.json`` (written by its notebook) holds ``metrics``: its numeric leaves, nested keys joined by dots,
 are what the charts and the table show.
@@ -21,8 +22,6 @@ from pathlib import Path
 from gridit_core.errors import GriditError
 from gridit_core.util.io import write_text_atomic
 
-VERDICTS = ("holds", "does not hold", "inconclusive")
-
 
 def plotly_js():
     """The installed plotly package's ``plotly.min.js``."""
@@ -35,6 +34,18 @@ def plotly_js():
     if not path.is_file():
         raise GriditError(f"plotly {plotly.__version__} ships no package_data/plotly.min.js")
     return path
+
+
+def link_plotly(out):
+    """The ``src`` by which ``out/index.html`` loads plotly: a ``plotly.min.js`` already in ``out``, else one in the
+    folder above (so the committed reports share one), else a copy of the installed one put into ``out``."""
+    out = Path(out)
+    if (out / "plotly.min.js").is_file():
+        return "plotly.min.js"
+    if (out.parent / "plotly.min.js").is_file():
+        return "../plotly.min.js"
+    shutil.copyfile(plotly_js(), out / "plotly.min.js")
+    return "plotly.min.js"
 
 
 def machine():
@@ -278,8 +289,9 @@ def samples_gallery(out, records):
     return f"<div class='gallery'>{''.join(figures)}</div>" if figures else ""
 
 
-def page(study, records, summary, machine_info, out):
-    """The HTML of ``index.html``; ``out`` is the study folder, where the runs' sample GIFs are looked for."""
+def page(study, records, summary, machine_info, out, plotly_src="plotly.min.js"):
+    """The HTML of ``index.html``; ``out`` is the study folder, where the runs' sample GIFs are looked for, and
+    ``plotly_src`` the page's link to ``plotly.min.js``."""
     report = study.report
     metrics = metric_names(records, report.get("metrics"))
     charts = _Charts()
@@ -329,7 +341,7 @@ def page(study, records, summary, machine_info, out):
               f"<pre>{html.escape(study.text)}</pre>",
               "<h2>Machine</h2>", _table(["", ""], [f"<tr><td>{html.escape(k)}</td>{_cell(v)}</tr>" for k, v in machine_info.items()])]  # fmt: skip
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Study {html.escape(study.name)}</title>"
-            f"<script src='plotly.min.js'></script><style>{STYLE}</style></head><body>{''.join(parts)}"
+            f"<script src='{html.escape(plotly_src)}'></script><style>{STYLE}</style></head><body>{''.join(parts)}"
             f"<script>{SORT_JS}</script></body></html>")  # fmt: skip
 
 
@@ -351,12 +363,10 @@ def _csv(value):
 
 
 def write_study_report(study, out, records, summary):
-    """``index.html``, ``plotly.min.js``, ``results.csv`` and ``results.json`` into ``out``; returns the page's path."""
+    """``index.html``, ``results.csv`` and ``results.json`` into ``out``, and ``plotly.min.js`` when neither ``out`` nor
+    the folder above holds one (``link_plotly``); returns the page's path."""
     out = Path(out)
-    js = plotly_js()
-    target = out / "plotly.min.js"
-    if not target.is_file() or target.stat().st_size != js.stat().st_size:
-        shutil.copyfile(js, target)
+    plotly_src = link_plotly(out)
     info = _read_json(out / "study.json") or {}
     machine_info = info.get("machine") or machine()
     claims = [judge_claim(c, records) for c in study.claims]
@@ -364,4 +374,4 @@ def write_study_report(study, out, records, summary):
                  "varied": study.varied, "claims": claims, "machine": machine_info, "runs": records}  # fmt: skip
     write_text_atomic(json.dumps(aggregate, indent=2) + "\n", out / "results.json")
     write_text_atomic(results_csv(study, records), out / "results.csv")
-    return write_text_atomic(page(study, records, summary, machine_info, out), out / "index.html")
+    return write_text_atomic(page(study, records, summary, machine_info, out, plotly_src), out / "index.html")

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,37 @@ def test_the_report_opens_offline_with_one_local_plotly_and_links_every_run(toy_
     assert [(r["run"], r["status"], r["X"], r["y"]) for r in rows] == [(done.name, "done", "1", "1"), (failed.name, "failed", "2", "")]
     aggregate = json.loads((out / "results.json").read_text())
     assert aggregate["claims"][0]["verdict"] == "inconclusive" and len(aggregate["runs"]) == 2
+
+
+def test_reports_side_by_side_share_the_plotly_in_the_folder_above_and_a_lone_report_gets_its_own(toy_notebook, write_spec,
+                                                                                                  tmp_path):  # fmt: skip
+    study = load_study(write_spec({"name": "toy", "notebook": "nb/toy.ipynb", "grid": {"X": [1]}}))
+    (run,) = study.runs
+    records = [{"name": run.name, "status": "done", "parameters": run.params, "varied": run.varied,
+                "metrics": {"y": 1}, "results": {}, "error": None, "notebook": f"runs/{run.name}/toy.ipynb", "log": None}]  # fmt: skip
+
+    def script(out):
+        out.mkdir(parents=True, exist_ok=True)
+        page = write_study_report(study, out, records, {"done": 1}).read_text()
+        return re.findall(r"<script[^>]*src=['\"]([^'\"]+)", page)
+
+    shared = tmp_path / "studies" / "plotly.min.js"
+    shared.parent.mkdir()
+    shared.write_text("/* shared */")
+    assert script(tmp_path / "studies" / "a") == ["../plotly.min.js"]  # the folder above's copy, none made
+    assert not (tmp_path / "studies" / "a" / "plotly.min.js").exists() and shared.read_text() == "/* shared */"
+    own = tmp_path / "studies" / "b" / "plotly.min.js"
+    own.parent.mkdir()
+    own.write_text("/* own */")
+    assert script(own.parent) == ["plotly.min.js"] and own.read_text() == "/* own */"  # one beside it comes first
+    lone = tmp_path / "elsewhere" / "deep" / "c"
+    assert script(lone) == ["plotly.min.js"]  # neither: a copy beside it, so it still opens offline
+    assert (lone / "plotly.min.js").read_bytes() == plotly_js().read_bytes()
+    assert not (lone.parent / "plotly.min.js").exists()
+
+
+@pytest.mark.parametrize("name", ["families", "grid-ablation", "msc-ablation", "paper-claims"])
+def test_each_committed_report_loads_a_plotly_that_is_in_the_repository(name):
+    folder = Path(__file__).resolve().parents[2] / "reports" / "studies" / name
+    scripts = re.findall(r"<script[^>]*src=['\"]([^'\"]+)", (folder / "index.html").read_text())
+    assert scripts == ["../plotly.min.js"] and (folder / scripts[0]).resolve().is_file()
