@@ -1,6 +1,7 @@
-"""A study's static report: ``index.html`` (plotly charts of each metric against each varied parameter, Pareto fronts
-of quality against time, the claims and their verdicts, a sortable table of every run linking its executed notebook,
-the failures, the spec and the machine), which loads a local ``plotly.min.js`` (no CDN: the report opens offline):
+"""A study's static report: ``index.html`` (the claims and their verdicts, each setting's mean and 95% interval over
+its seeds as a table and as plotly charts with error bars, Pareto fronts of quality against time, a sortable table of
+every run linking its executed notebook, the failures, the spec and the machine: ``studies.stats`` does the
+statistics), which loads a local ``plotly.min.js`` (no CDN: the report opens offline):
 one already beside it or in the folder above (reports side by side share one), else a copy from the installed plotly
 package; and ``results.csv`` / ``results.json`` with every run.
 
@@ -20,6 +21,7 @@ import subprocess
 from pathlib import Path
 
 from gridit_core.errors import GriditError
+from gridit_core.studies.stats import judge_claim, settings
 from gridit_core.util.io import write_text_atomic
 
 
@@ -98,6 +100,7 @@ def collect(study, out):
         notebook = folder / study.notebook.name
         records.append({
             "name": run.name, "status": status, "varied": run.varied, "parameters": run.params,
+            "setting": run.setting, "setting_label": run.setting_label,
             "metrics": flatten((results or {}).get("metrics")), "results": results, "error": (error or {}).get("error"),
             "notebook": f"runs/{run.name}/{study.notebook.name}" if notebook.is_file() else None,
             "log": f"runs/{run.name}/log.txt" if (folder / "log.txt").is_file() else None,
@@ -118,52 +121,6 @@ def metric_names(records, wanted=None):
     return [m for m in wanted if m in seen] if wanted else seen
 
 
-# ---- claims --------------------------------------------------------------------------------------------------------
-
-
-def _matches(record, where):
-    return all(record["parameters"].get(k) == v for k, v in (where or {}).items())
-
-
-def judge_claim(claim, records):
-    """A claim's verdict from the runs: ``a`` and ``b`` select runs by parameters (``metric_a``/``metric_b`` override
-    ``metric``); the ratio of their mean metric, oriented so that above 1 means ``a`` is better (``better``: higher or
-    lower), is held to ``factor``. It holds when even the worst run of ``a`` against the best of ``b`` reaches the
-    factor, does not hold when even the best against the worst does not, and is inconclusive between the two, when
-    runs or values are missing, or when both sides' means are at or under ``floor`` (default 0)."""
-    better = claim.get("better", "higher")
-    if better not in ("higher", "lower"):
-        raise GriditError(f"claim {claim.get('id')}: better must be higher or lower, got {better!r}")
-    factor = float(claim.get("factor", 1.0))
-    sides = {}
-    for side in ("a", "b"):
-        metric = claim.get(f"metric_{side}", claim.get("metric"))
-        sides[side] = [r["metrics"][metric] for r in records
-                       if r["status"] == "done" and _matches(r, claim.get(side)) and metric in r["metrics"]]  # fmt: skip
-    row = {"id": str(claim.get("id", "")), "claim": str(claim.get("claim", "")), "factor": factor, "better": better,
-           "runs": f"{len(sides['a'])} vs {len(sides['b'])}"}  # fmt: skip
-    a, b = sides["a"], sides["b"]
-    if not a or not b:
-        return row | {"measured": None, "verdict": "inconclusive", "why": "runs missing or failed"}
-
-    def ratio(x, y):  # how many times better x is than y
-        num, den = (x, y) if better == "higher" else (y, x)
-        return num / den if den > 0 else math.inf if num > 0 else math.nan
-
-    floor = float(claim.get("floor", 0.0))
-    if max(sum(a) / len(a), sum(b) / len(b)) <= floor:  # e.g. coherence scores that are all but 0: no ratio means anything
-        return row | {"measured": None, "verdict": "inconclusive", "why": f"both sides at or under {floor:g}"}
-    mean = ratio(sum(a) / len(a), sum(b) / len(b))
-    worst = ratio(min(a), max(b)) if better == "higher" else ratio(max(a), min(b))
-    best = ratio(max(a), min(b)) if better == "higher" else ratio(min(a), max(b))
-    if math.isnan(mean):
-        return row | {"measured": None, "verdict": "inconclusive", "why": "both sides are 0"}
-    verdict = "holds" if worst >= factor else "does not hold" if best < factor else "inconclusive"
-    why = {"holds": "every run pair reaches the factor", "does not hold": "no run pair reaches the factor",
-           "inconclusive": "the runs' spread straddles the factor"}[verdict]  # fmt: skip
-    return row | {"measured": mean, "verdict": verdict, "why": why}
-
-
 # ---- charts --------------------------------------------------------------------------------------------------------
 
 
@@ -171,19 +128,25 @@ def _label(value):
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def parameter_chart(records, param, metric):
-    """``(data, layout)`` of ``metric`` against ``param``: every done run a point, the mean per value a line."""
-    done = [r for r in records if r["status"] == "done" and metric in r["metrics"]]
-    values = list(dict.fromkeys(_label(r["parameters"].get(param)) for r in done))
-    xs = [_label(r["parameters"].get(param)) for r in done]
-    ys = [r["metrics"][metric] for r in done]
-    means = [sum(y for x, y in zip(xs, ys) if x == v) / xs.count(v) for v in values]
-    data = [{"type": "scatter", "mode": "markers", "x": xs, "y": ys, "text": [r["name"] for r in done],
-             "name": "runs", "marker": {"size": 8, "opacity": 0.7}},
-            {"type": "scatter", "mode": "lines+markers", "x": values, "y": means, "name": "mean",
-             "line": {"dash": "dot"}}]  # fmt: skip
-    layout = {"title": {"text": f"{metric} by {param}", "font": {"size": 13}}, "autosize": True, "xaxis": {"title": {"text": param}, "type": "category"},
-              "yaxis": {"title": {"text": metric}}, "height": 320, "margin": {"t": 40, "b": 50, "l": 60, "r": 10},
+def setting_chart(records, summary, metric):
+    """``(data, layout)`` of ``metric`` by setting: each setting's mean over its seeds with its 95% interval as error
+    bars (``summary`` from ``stats.settings``), and every run a faint point."""
+    rows = [g for g in summary if metric in g["metrics"]]
+    labels = [g["label"] for g in rows]
+    stats = [g["metrics"][metric] for g in rows]
+    means = [st["mean"] for st in stats]
+    up = [st["ci"][1] - st["mean"] if st["ci"] else 0 for st in stats]
+    down = [st["mean"] - st["ci"][0] if st["ci"] else 0 for st in stats]
+    done = [r for r in records if r["status"] == "done" and metric in r["metrics"] and r.get("setting_label") in labels]
+    data = [{"type": "scatter", "mode": "markers", "x": [r["setting_label"] for r in done],
+             "y": [r["metrics"][metric] for r in done], "text": [r["name"] for r in done], "name": "runs",
+             "marker": {"size": 6, "opacity": 0.35, "color": "#777"}},
+            {"type": "scatter", "mode": "markers", "x": labels, "y": means, "name": "mean, 95% interval",
+             "text": [f"{st['n']} runs" for st in stats], "marker": {"size": 10},
+             "error_y": {"type": "data", "symmetric": False, "array": up, "arrayminus": down}}]  # fmt: skip
+    layout = {"title": {"text": f"{metric}: mean and 95% interval over seeds", "font": {"size": 13}}, "autosize": True,
+              "xaxis": {"title": {"text": "setting"}, "type": "category", "automargin": True},
+              "yaxis": {"title": {"text": metric}}, "height": 360, "margin": {"t": 40, "b": 80, "l": 60, "r": 10},
               "showlegend": False}  # fmt: skip
     return data, layout
 
@@ -200,15 +163,23 @@ def pareto_front(points, higher=True):
     return front
 
 
-def pareto_chart(records, time, quality, better="higher"):
-    """``(data, layout)`` of quality against time over the done runs, the Pareto front drawn as a line."""
-    done = [r for r in records if r["status"] == "done" and time in r["metrics"] and quality in r["metrics"]]
-    points = [(r["metrics"][time], r["metrics"][quality]) for r in done]
+def pareto_chart(summary, time, quality, better="higher"):
+    """``(data, layout)`` of quality against time over the settings' means (``stats.settings``), with their
+    intervals, and the Pareto front of the means drawn as a line."""
+    rows = [g for g in summary if time in g["metrics"] and quality in g["metrics"]]
+    points = [(g["metrics"][time]["mean"], g["metrics"][quality]["mean"]) for g in rows]
     front = pareto_front(points, better == "higher")
+
+    def bars(key, i):
+        ci = [g["metrics"][key]["ci"] for g in rows]
+        return {"type": "data", "symmetric": False, "array": [c[1] - p[i] if c else 0 for c, p in zip(ci, points)],
+                "arrayminus": [p[i] - c[0] if c else 0 for c, p in zip(ci, points)]}  # fmt: skip
+
     data = [{"type": "scatter", "mode": "markers", "x": [p[0] for p in points], "y": [p[1] for p in points],
-             "text": [r["name"] for r in done], "name": "runs", "marker": {"size": 9, "opacity": 0.7}},
+             "text": [g["label"] for g in rows], "name": "settings", "marker": {"size": 9, "opacity": 0.8},
+             "error_x": bars(time, 0), "error_y": bars(quality, 1)},
             {"type": "scatter", "mode": "lines+markers", "x": [points[i][0] for i in front],
-             "y": [points[i][1] for i in front], "text": [done[i]["name"] for i in front], "name": "Pareto front",
+             "y": [points[i][1] for i in front], "text": [rows[i]["label"] for i in front], "name": "Pareto front",
              "line": {"shape": "hv"}}]  # fmt: skip
     layout = {"title": {"text": f"{quality} ({better} is better) against {time}", "font": {"size": 13}}, "autosize": True,
               "xaxis": {"title": {"text": time}},
@@ -289,6 +260,19 @@ def samples_gallery(out, records):
     return f"<div class='gallery'>{''.join(figures)}</div>" if figures else ""
 
 
+def settings_table(summary_rows, metrics):
+    """One row per setting: its runs and each metric's mean with its interval."""
+    rows = []
+    for g in summary_rows:
+        cells = [f"<td>{html.escape(g['label'])}</td><td class='n'>{len(g['runs'])}</td>"]
+        for m in metrics:
+            st = g["metrics"].get(m)
+            text = "" if st is None else f"{st['mean']:.4g}" + (f" [{st['ci'][0]:.3g}, {st['ci'][1]:.3g}]" if st["ci"] else "")
+            cells.append(f"<td class='n'>{text}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return _table(["setting", "runs", *metrics], rows, sortable=True)
+
+
 def page(study, records, summary, machine_info, out, plotly_src="plotly.min.js"):
     """The HTML of ``index.html``; ``out`` is the study folder, where the runs' sample GIFs are looked for, and
     ``plotly_src`` the page's link to ``plotly.min.js``."""
@@ -303,22 +287,32 @@ def page(study, records, summary, machine_info, out, plotly_src="plotly.min.js")
                  f"</code>, {len(records)} runs: {counts}; this invocation took {summary.get('seconds', 0):.0f} s.</p>")
     if study.notes:
         parts += ["<h2>What the results mean</h2>"] + [f"<p>{html.escape(p.strip())}</p>" for p in study.notes.split("\n\n")]
+    summary_rows = settings(records, metrics)
     if study.claims:
         rows = []
         for c in (judge_claim(c, records) for c in study.claims):
             measured = "n/a" if c["measured"] is None else f"{c['measured']:.3g}x"
+            if c["interval"]:
+                measured += f" [{c['interval'][0]:.3g}, {c['interval'][1]:.3g}]"
             rows.append(f"<tr><td>{html.escape(c['id'])}</td><td>{html.escape(c['claim'])}</td><td>{measured} "
                         f"(needs {c['factor']:g}x, {c['better']} is better)</td><td>{c['runs']}</td>"
-                        f"<td class=\"{c['verdict'].replace(' ', '-')}\">{c['verdict']}</td><td>{c['why']}</td></tr>")
-        parts += ["<h2>Claims</h2>", _table(["claim", "wording", "measured", "runs", "verdict", "why"], rows)]
+                        f"<td class=\"{c['verdict'].replace(' ', '-')}\">{c['verdict']}</td><td>{html.escape(c['why'])}"
+                        f"{'; ' + html.escape(c['method']) if c['method'] else ''}</td></tr>")  # fmt: skip
+        parts += ["<h2>Claims</h2><p>The ratio of side a to side b (above 1: a is better) with its 95% interval; a "
+                  "verdict needs 3 runs a side, and the interval wholly above or below the factor.</p>",
+                  _table(["claim", "wording", "measured [95% interval]", "runs", "verdict", "why"], rows)]
+    if summary_rows:
+        parts += ["<h2>Settings</h2><p>Each setting's mean over its seeds with the 95% t-interval.</p>",
+                  f"<div class='wide'>{settings_table(summary_rows, metrics)}</div>"]
     pareto = report.get("pareto") or []
     if pareto:
         parts.append("<h2>Quality against time</h2><div class='charts'>")
-        parts += [charts.div(pareto_chart(records, p["time"], p["quality"], p.get("better", "higher"))) for p in pareto]
+        parts += [charts.div(pareto_chart(summary_rows, p["time"], p["quality"], p.get("better", "higher"))) for p in pareto]
         parts.append("</div>")
-    for metric in [m for m in report.get("charts") or metrics[:4] if m in metrics]:
-        parts.append(f"<h2>{html.escape(metric)} by parameter</h2><div class='charts'>")
-        parts += [charts.div(parameter_chart(records, p, metric)) for p in study.varied]
+    chart_metrics = [m for m in report.get("charts") or metrics[:4] if m in metrics]
+    if chart_metrics:
+        parts.append("<h2>By setting</h2><div class='charts'>")
+        parts += [charts.div(setting_chart(records, summary_rows, m)) for m in chart_metrics]
         parts.append("</div>")
     gallery = samples_gallery(out, records)
     if gallery:
@@ -371,7 +365,8 @@ def write_study_report(study, out, records, summary):
     machine_info = info.get("machine") or machine()
     claims = [judge_claim(c, records) for c in study.claims]
     aggregate = {"study": study.name, "profile": study.profile, "notebook": str(study.notebook), "summary": summary,
-                 "varied": study.varied, "claims": claims, "machine": machine_info, "runs": records}  # fmt: skip
+                 "varied": study.varied, "claims": claims, "settings": settings(records, metric_names(records)),
+                 "machine": machine_info, "runs": records}  # fmt: skip
     write_text_atomic(json.dumps(aggregate, indent=2) + "\n", out / "results.json")
     write_text_atomic(results_csv(study, records), out / "results.csv")
     return write_text_atomic(page(study, records, summary, machine_info, out, plotly_src), out / "index.html")

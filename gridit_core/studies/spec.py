@@ -6,14 +6,17 @@ study for a laptop (``cpu-small``) or a cluster (``gpu``); expanded here into ru
     parameters: {DATA: builtin:bouncing}       # every run
     grid: {ROWS: [2, 3], POS_EMBED: [grid2d, frame3d]}   # every combination...
     list: [{SAMPLER: ddpm}, {SAMPLER: ddim}]   # ...with each of these
+    seeds: [0, 1, 2]                           # ...each setting once per seed (the notebook's SEED)
     profiles:
       cpu-small: {parameters: {TIME_BUDGET: 60}, jobs: 2}
       gpu: {parameters: {...}, grid: {...}, executor: submitit, slurm: {gpus_per_node: 1, timeout_min: 240}}
     report: {metrics: [coherence], pareto: [{time: train_seconds, quality: coherence}]}
-    claims: [...]   # see report.judge_claims
+    claims: [...]   # see stats.judge_claim
 
-A profile's ``parameters`` override the fixed ones, its ``grid`` entries replace or add grid entries by name and its
-``list`` replaces the list. ``OUT_DIR`` is the runner's: every run writes into its own folder.
+A profile's ``parameters`` override the fixed ones, its ``grid`` entries replace or add grid entries by name, its
+``list`` replaces the list and its ``seeds`` the seeds. ``OUT_DIR`` is the runner's: every run writes into its own
+folder. A setting is a run's varied parameters but its seed: the report gives each setting's mean and interval over
+its seeds, and claims compare settings (``stats.judge_claim``).
 """
 
 import hashlib
@@ -26,21 +29,31 @@ from pathlib import Path
 from gridit_core.errors import GriditError
 from gridit_core.experiments.params import Param, check_params, notebook_metadata, read_parameters
 
-TOP_KEYS = ("name", "description", "notebook", "parameters", "grid", "list", "profiles", "report", "claims", "notes")
-PROFILE_KEYS = ("description", "parameters", "grid", "list", "jobs", "executor", "cluster", "slurm")
+TOP_KEYS = ("name", "description", "notebook", "parameters", "grid", "list", "seeds", "profiles", "report", "claims",
+            "notes")  # fmt: skip
+PROFILE_KEYS = ("description", "parameters", "grid", "list", "seeds", "jobs", "executor", "cluster", "slurm")
 REPORT_KEYS = ("metrics", "charts", "pareto")
-CLAIM_KEYS = ("id", "claim", "metric", "metric_a", "metric_b", "better", "factor", "floor", "a", "b")
+CLAIM_KEYS = ("id", "claim", "metric", "metric_a", "metric_b", "better", "factor", "floor", "gate", "a", "b")
 EXECUTORS = ("local", "submitit")
 RESERVED = "OUT_DIR"  # set by the runner to each run's folder
+SEED = "SEED"  # the notebook parameter a spec's seeds set
 
 
 @dataclass(frozen=True)
 class Run:
-    """One run of a study: its folder name (readable part + short hash), every parameter, and the varied ones."""
+    """One run of a study: its folder name (readable part + short hash), every parameter, the varied ones, and its
+    setting (the parameters its list case and the grid name, but the seed) and seed."""
 
     name: str
     params: dict
     varied: dict
+    setting: dict = field(default_factory=dict)
+    seed: int | None = None
+
+    @property
+    def setting_label(self):
+        """The setting in words, ``ARCH grid, TIME_BUDGET 240`` (``all`` for a study of one setting)."""
+        return ", ".join(f"{k} {v}" for k, v in self.setting.items()) or "all"
 
 
 @dataclass
@@ -119,6 +132,19 @@ def _cases(value, what):
     if not isinstance(value, list) or not all(isinstance(c, dict) and c for c in value):
         raise GriditError(f"{what} must be a list of non-empty mappings of parameters, got {value!r}")
     return value
+
+
+def _seeds(value, named):
+    """The spec's ``seeds``: distinct integers, and no ``SEED`` set another way beside them."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise GriditError(f"seeds must be a non-empty list of integers, got {value!r}")
+    if len(set(value)) != len(value):
+        raise GriditError(f"seeds repeat: {value}")
+    if SEED in named:
+        raise GriditError(f"{SEED} is set by seeds; remove it from the parameters, grid and list")
+    return list(value)
 
 
 def expand(fixed, grid, cases):
@@ -209,6 +235,9 @@ def load_study(path, profile=None, base=None):
     fixed = {**_mapping(data.get("parameters"), "parameters"), **_mapping(prof.get("parameters"), f"profiles.{profile}.parameters")}
     grid = {**_grid(data.get("grid"), "grid"), **_grid(prof.get("grid"), f"profiles.{profile}.grid")}
     cases = _cases(prof["list"] if "list" in prof else data.get("list"), "list")
+    seeds = _seeds(prof["seeds"] if "seeds" in prof else data.get("seeds"), {**fixed, **grid, **{k: 0 for c in cases for k in c}})
+    if seeds:
+        grid[SEED] = seeds  # last, so that the runs of one setting stand together
     varied = list(dict.fromkeys([*[k for c in cases for k in c], *grid]))
     defaults, check = notebook_params(notebook)
     given = {*fixed, *varied}
@@ -224,7 +253,9 @@ def load_study(path, profile=None, base=None):
             check({**defaults, **params}, base)
         except GriditError as e:
             raise GriditError(f"run {json.dumps({k: params[k] for k in named})}: {e}") from None
-        runs.append(Run(run_name(params, named), params, {k: params[k] for k in varied}))
+        setting = {k: params[k] for k in named if k != SEED}
+        seed = params[SEED] if SEED in named else None
+        runs.append(Run(run_name(params, named), params, {k: params[k] for k in varied}, setting, seed))
     jobs = prof.get("jobs", 1)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise GriditError(f"profiles.{profile}.jobs must be an integer >= 1, got {jobs!r}")

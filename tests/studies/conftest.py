@@ -15,9 +15,10 @@ pathlib.Path(OUT_DIR, "results.json").write_text(json.dumps({"metrics": {"y": X 
 
 @pytest.fixture
 def toy_notebook(tmp_path):
-    """``toy.ipynb``: parameters ``OUT_DIR``, ``X`` and ``SLEEP``; writes ``metrics: {y: X*X, ...}``, or fails when
+    """``toy.ipynb``: parameters ``OUT_DIR``, ``X``, ``SLEEP`` and ``SEED``; writes ``metrics: {y: X*X, ...}``, or fails when
     ``X`` is listed in the environment variable ``TOY_FAIL``."""
-    params = nbformat.v4.new_code_cell('OUT_DIR = "."  # run folder\nX = 1  # the varied number\nSLEEP = 0.0  # seconds')
+    params = nbformat.v4.new_code_cell('OUT_DIR = "."  # run folder\nX = 1  # the varied number\nSLEEP = 0.0  # seconds\n'
+                                       'SEED = 0  # the seed')
     params.metadata["tags"] = ["parameters"]
     nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(TOY_SOURCE)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

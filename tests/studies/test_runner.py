@@ -75,7 +75,8 @@ def test_submitit_runs_the_study_as_a_job_array_with_its_local_executor(toy_note
     out = tmp_path / "out"
     monkeypatch.setenv("TOY_FAIL", "2")
     summary, _ = runner.run_study(load_study(spec), out, progress=False)
-    assert (summary["done"], summary["failed"]) == (1, 1) and statuses(out) == {1: "done", 2: "failed"}
+    errors = {p.parent.name: p.read_text() for p in out.glob("runs/*/error.json")}  # what went wrong, if anything
+    assert (summary["done"], summary["failed"]) == (1, 1) and statuses(out) == {1: "done", 2: "failed"}, errors
     assert any((out / "submitit").iterdir())  # submitit's own job files and logs
     metrics = {r["varied"]["X"]: r["metrics"] for r in json.loads((out / "results.json").read_text())["runs"]}
     assert metrics[1] == {"y": 1, "seconds": 0.1, "nested.z": -1} and metrics[2] == {}

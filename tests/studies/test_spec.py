@@ -42,6 +42,17 @@ def test_a_profile_overrides_fixed_parameters_replaces_grid_entries_and_sets_how
     assert gpu.notebook == toy_notebook.resolve()
 
 
+def test_each_setting_runs_once_per_seed_in_a_folder_of_its_own(toy_notebook, write_spec):
+    spec = write_spec({"notebook": "nb/toy.ipynb", "list": [{"X": 1}, {"X": 2, "SLEEP": 0.5}], "seeds": [0, 1, 2],
+                       "profiles": {"cpu-small": {}, "quick": {"seeds": [7]}}})  # fmt: skip
+    study = load_study(spec)
+    assert [(r.setting, r.seed) for r in study.runs] == [({"X": 1}, s) for s in (0, 1, 2)] + [({"X": 2, "SLEEP": 0.5}, s) for s in (0, 1, 2)]
+    assert [r.params["SEED"] for r in study.runs] == [0, 1, 2, 0, 1, 2] and study.varied == ["X", "SLEEP", "SEED"]
+    assert len({r.name for r in study.runs}) == 6 and study.runs[1].name.startswith("x-1_seed-1_")
+    assert study.runs[3].setting_label == "X 2, SLEEP 0.5"
+    assert [r.seed for r in load_study(spec, "quick").runs] == [7, 7]  # a profile's seeds replace the spec's
+
+
 def test_yaml_and_json_specs_read_alike(toy_notebook, write_spec):
     spec = {"notebook": "nb/toy.ipynb", "list": [{"X": 1}, {"X": 2, "SLEEP": 0.5}]}
     as_json, as_yaml = load_study(write_spec(spec)), load_study(write_spec(spec, "study.yaml"))
@@ -57,7 +68,10 @@ def test_yaml_and_json_specs_read_alike(toy_notebook, write_spec):
     ({"grid": {"X": [1]}}, "names no notebook"),
     ({"notebook": "nb/toy.ipynb", "grid": {"X": ["a"]}}, 'run {"X": "a"}: X must be an integer'),
     ({"notebook": "nb/toy.ipynb", "grid": {"X": []}}, "grid.X must be a non-empty list"),
-    ({"notebook": "nb/toy.ipynb", "profiles": {"gpu": {}}, "seeds": 2}, r"unknown keys \['seeds'\]"),
+    ({"notebook": "nb/toy.ipynb", "profiles": {"gpu": {}}, "seed": [2]}, r"unknown keys \['seed'\]"),
+    ({"notebook": "nb/toy.ipynb", "seeds": 2}, "seeds must be a non-empty list of integers, got 2"),
+    ({"notebook": "nb/toy.ipynb", "seeds": [0, 0]}, r"seeds repeat: \[0, 0\]"),
+    ({"notebook": "nb/toy.ipynb", "grid": {"SEED": [1]}, "seeds": [0]}, "SEED is set by seeds"),
     ({"notebook": "nb/toy.ipynb", "profiles": {"cpu-small": {"jobs": 0}}}, "jobs must be an integer >= 1"),
     ({"notebook": "nb/toy.ipynb", "profiles": {"cpu-small": {"executor": "ray"}}}, "executor must be one of local"),
     ({"notebook": "nb/toy.ipynb", "report": {"pareto": [{"time": "t"}]}}, "report.pareto entries are"),
