@@ -19,10 +19,13 @@ from gridit_core.errors import GriditError
 from gridit_core.experiments.figures import loss_figure  # noqa: F401 (train.ipynb's name)
 from gridit_core.experiments.params import Param, check_params
 from gridit_core.sampling import CAUSAL_SCHEDULES, FAMILIES, SampleConfig, generate_frames, get_family, sample_sequence
+from gridit_core.sampling.families import write_sample_record
 from gridit_core.training import read_metrics
 from gridit_core.util.io import FrameWriter, write_bytes_atomic, write_text_atomic
 
 COMPONENTS = ("motion_error_px", "jump_rate", "reversal_rate", "stop_fraction")  # coherence parts worth charting
+GRADED = ("plausible_rate", "plausible_run", "plausible_rate_at_seams", "plausible_rate_inside", "detection_rate",
+          "appearance")  # the graded figures of a coherence result (metrics.motion), flat in results.json
 _SAMPLING = {  # shared by train.ipynb and sample.ipynb
     "SAMPLER": Param(str, choices=("", *STEPPER_KINDS)),
     "SAMPLE_STEPS": Param(int, low=0),
@@ -286,6 +289,7 @@ def sample_to_folder(model, diffusion, cfg, n_frames, n_sequences, settings, out
         writer = FrameWriter(Path(out_dir) / f"seq_{k}", gif=False)
         for frame in seq:
             writer.add(frame)
+    write_sample_record(out_dir, model, n_frames, settings)
     return tensor_to_uint8(frames.cpu()), seconds / (n_frames * n_sequences)
 
 
@@ -307,7 +311,8 @@ def coherence_by_position(samples, data, frame_size, window, ckpt=None):
     rows = []
     for start in range(0, samples.shape[1] - window + 1, window):
         out = score(list(samples[:, start : start + window]), reference)
-        rows.append({"start": start, "score": out["score"], **{k: out[k] for k in COMPONENTS if k in out}})
+        keep = ("plausible_rate", "detection_rate", *COMPONENTS)
+        rows.append({"start": start, "score": out["score"], **{k: out[k] for k in keep if k in out}})
     return rows
 
 
@@ -316,13 +321,32 @@ def position_figure(by_length):
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
     for n, rows in by_length.items():
-        axes[0].plot([r["start"] for r in rows], [r["score"] for r in rows], "o-", label=f"{n} frames")
-        axes[1].plot([r["start"] for r in rows], [r.get("motion_error_px", np.nan) for r in rows], "o-", label=f"{n} frames")
-    axes[0].set(xlabel="first frame of the window", ylabel="coherence", title="Coherence along the sequence")
-    axes[1].set(xlabel="first frame of the window", ylabel="px", title="Motion error along the sequence")
+        starts = [r["start"] for r in rows]
+        axes[0].plot(starts, [_nan(r.get("plausible_rate")) for r in rows], "o-", label=f"{n} frames")
+        axes[1].plot(starts, [_nan(r.get("detection_rate")) for r in rows], "o-", label=f"{n} frames")
+    axes[0].set(xlabel="first frame of the window", ylabel="plausible rate", ylim=(0, 1.05),
+                title="Plausible motion along the sequence")  # fmt: skip
+    axes[1].set(xlabel="first frame of the window", ylabel="detection rate", ylim=(0, 1.05),
+                title="Object found along the sequence")  # fmt: skip
     axes[0].legend()
     fig.tight_layout()
     return fig
+
+
+def _nan(value):
+    return np.nan if value is None else value
+
+
+def coherence_flat(coh):
+    """The flat figures of a coherence result (``evaluate``'s ``metrics.coherence``): the samples' graded figures
+    (``GRADED``), ``detection_gate`` (1 passed, 0 failed), ``coherence`` (the strict score) and the motion
+    ``COMPONENTS`` where measured, and the real and shuffled baselines' plausible rate and strict score."""
+    samples = coh["samples"]
+    flat = {k: samples.get(k) for k in GRADED} | {"detection_gate": int(samples["detection_gate"]["passed"])}
+    flat |= {"coherence": samples["score"], **{k: samples.get(k) for k in COMPONENTS}}
+    for side in ("real", "shuffled"):
+        flat |= {f"plausible_rate_{side}": coh[side].get("plausible_rate"), f"coherence_{side}": coh[side]["score"]}
+    return flat
 
 
 def sample_and_score(model, diffusion, cfg, p, out_dir, *, ckpt, codec=None, device="cpu", real=None):
@@ -344,14 +368,11 @@ def sample_and_score(model, diffusion, cfg, p, out_dir, *, ckpt, codec=None, dev
             result = evaluate(folder, real, metrics=wanted, i3d=p["I3D"] or None, frames=16, ckpt=ckpt, device=device)
             details["eval"][str(n)] = result
             if "coherence" in wanted:
-                coh = result["metrics"]["coherence"]
-                flat |= {"coherence": coh["samples"]["score"], "coherence_real": coh["real"]["score"],
-                         "coherence_shuffled": coh["shuffled"]["score"],
-                         **{k: coh["samples"][k] for k in COMPONENTS if k in coh["samples"]}}  # fmt: skip
+                flat |= coherence_flat(result["metrics"]["coherence"])
                 details["by_position"][str(n)] = coherence_by_position(frames, real, frames.shape[2], p["POSITION_WINDOW"], ckpt)
             if "fvd" in wanted:
                 flat["fvd"] = result["metrics"]["fvd"]["samples"]
-        flat = {k: v for k, v in flat.items() if v is not None}  # a component with nothing to measure (no balls found)
+        flat = {k: v for k, v in flat.items() if v is not None}  # withheld by the detection gate, or nothing to measure
         metrics.update({f"{k}_{n}": v for k, v in flat.items()})
         if not samples:
             metrics.update(flat)
@@ -406,10 +427,9 @@ def evaluate_folder(p):
                       frames=p["FVD_FRAMES"], ckpt=p["CKPT"] or None, device=resolve_device(p["DEVICE"]))  # fmt: skip
     flat = {}
     for name, r in result["metrics"].items():
-        for side in ("samples", "real", "shuffled", "frozen"):
-            value = r[side]["score"] if name == "coherence" else r[side]
-            flat[name if side == "samples" else f"{name}_{side}"] = value
-    if "coherence" in result["metrics"]:
-        flat.update({k: result["metrics"]["coherence"]["samples"][k] for k in COMPONENTS
-                     if k in result["metrics"]["coherence"]["samples"]})  # fmt: skip
+        if name == "coherence":
+            flat |= coherence_flat(r)
+            continue
+        flat |= {name if side == "samples" else f"{name}_{side}": r[side] for side in ("samples", "real", "shuffled", "frozen")}
+    flat = {k: v for k, v in flat.items() if v is not None}
     return flat | {"eval_seconds": result["seconds"]}, result

@@ -17,13 +17,13 @@ from tqdm.auto import tqdm
 from gridit_core.data.builtin import BouncingConfig, bouncing_shapes
 from gridit_core.errors import GriditError
 from gridit_core.metrics.distances import excess, ks_chance, ks_distance, support, tolerance, wasserstein_1d
+from gridit_core.metrics.motion import SPEED_SLACK, ball_transitions, rate_interval, summarise
 from gridit_core.metrics.tracking import (
     as_frames,
     background_level,
-    consecutive_runs,
     detect_blobs,
     hidden_frames,
-    path_motion,
+    motion_by_frame,
     track_blobs,
 )  # fmt: skip
 
@@ -46,28 +46,22 @@ JUMP_PX = 1.5  # a prediction error this large is a jump
 RADIUS_PX = 3.0  # the demo's ball radius: pixel tolerances and JUMP_PX hold for it and scale with the data's radius
 HIDDEN_SHIFT = 1.5  # prediction errors where balls touch are judged after taking off this many radii
 COMPONENTS = [k for k in TOLERANCES if k != "distribution"]
+# what the detection gate withholds: motion judged on fragments of a ball that is mostly not drawn decides nothing
+MOTION_COMPONENTS = ("motion_error_px", "max_error_px", "jump_rate", "reversal_rate", "stop_fraction", "speed_excess")
 
 
 def _track(blobs, track, frame_hw, min_step):
-    """Motion, size and colour of one track of three blobs or more (see ``metrics.tracking.path_motion``)."""
+    """Motion, size and colour of one track of three blobs or more (see ``metrics.tracking.motion_by_frame``)."""
     when = blobs["t"][track]
     p = np.stack([blobs["y"][track], blobs["x"][track]], 1)  # (L, 2)
     area, colour, clear = blobs["area"][track], blobs["colour"][track], ~blobs["touching"][track]
     radius = min(np.sqrt(np.median(area) / np.pi), (min(frame_hw) - 1) / 2)
     lo, hi = radius, np.asarray(frame_hw, float) - radius  # where a ball of this radius bounces
-    runs = [(a, b) for a, b in consecutive_runs(when) if b - a >= 2]
-    steps = np.concatenate([np.diff(p[a:b], axis=0) for a, b in runs]) if runs else np.zeros((0, 2))
-    typical = np.median(np.abs(steps), axis=0) if len(steps) else np.zeros(2)  # per-axis speed
-    parts = {k: [] for k in ("speed", "speed_clear", "error", "reversal", "judged_clear")}
-    for a, b in runs:
-        c, motion = clear[a:b], path_motion(p[a:b], lo, hi, typical, min_step)
-        for k in ("speed", "error", "reversal"):
-            parts[k].append(motion[k])
-        parts["speed_clear"].append(c[:-1] & c[1:])
-        parts["judged_clear"].append(c[:-2] & c[1:-1] & c[2:])
-    # a track with no run of three frames has none of these; its masks stay boolean, or pooling them with other
-    # tracks' masks makes floats that cannot index
-    out = {k: np.concatenate(v) if v else np.zeros(0, bool if k.endswith("_clear") else float) for k, v in parts.items()}
+    m = motion_by_frame(when, p, lo, hi, min_step)
+    j, k = m["judged"], m["steps"]
+    out = {"speed": m["step_speed"], "speed_clear": clear[k - 1] & clear[k], "error": m["error"],
+           "reversal": m["reversal"], "judged_clear": clear[j - 2] & clear[j - 1] & clear[j],
+           "frame": m["frame"], "speed_in": m["speed"]}  # fmt: skip
     # a partly hidden ball's centre is off by up to ~0.4 radius, and a prediction combines three centres
     out["error"] = np.where(out["judged_clear"], out["error"], np.maximum(out["error"] - HIDDEN_SHIFT * radius, 0))
     a, c = (area[clear], colour[clear]) if clear.sum() > 1 else (area, colour)
@@ -81,16 +75,19 @@ def _track(blobs, track, frame_hw, min_step):
 
 def measure_balls(frames, *, min_step=0.25, threshold=40, min_area=3.0, colour_tol=0.2):
     """What the detector and tracker see in one sequence (uint8 ``(T, H, W, 3)`` or float ``(T, 3, H, W)``): per
-    frame ``counts``, ``hidden`` (balls that may hide behind others) and ``background`` brightness, and per track of
-    three frames or more its motion, size and colour. The raw material of ``coherence`` and ``BallReference``."""
+    frame ``counts``, ``hidden`` (balls that may hide behind others) and ``background`` brightness, every detected
+    ``blob``, and per track of three frames or more its motion (with the frames judged), size and colour. The raw
+    material of ``coherence``, ``motion.ball_transitions`` and ``BallReference``. The detection threshold is at most
+    half the sequence's peak brightness, so a dimmed sequence is still seen."""
     frames = as_frames(frames)
     t_len, h, w = frames.shape[:3]
+    threshold = min(threshold, 0.5 * float(np.quantile(frames.max(-1), 0.999)))
     blobs = detect_blobs(frames, threshold, min_area, colour_tol)
     tracks = track_blobs(blobs, t_len, (h, w))
     return {
         "frame_size": (h, w), "n_frames": t_len, "counts": np.bincount(blobs["t"], minlength=t_len),
         "hidden": sum((hidden_frames(blobs, tr, t_len) for tr in tracks), blobs["fragments"]),
-        "background": background_level(frames, blobs),
+        "background": background_level(frames, blobs), "blobs": blobs,
         "tracks": [_track(blobs, tr, (h, w), min_step) for tr in tracks if len(tr) >= 3],
     }  # fmt: skip
 
@@ -195,12 +192,33 @@ def _factors(c, tol):
     return f
 
 
+def found_frames(m, n_balls):
+    """Per frame: the data's ball count is there (a missing ball may hide behind another): the detection rate's unit."""
+    return (m["counts"] <= n_balls) & (m["counts"] + m["hidden"] >= n_balls)
+
+
+def appearance_frames(m, ref, tol=None):
+    """``(counted, fine)``, bool per frame: the frame holds the data's ball count, and every ball clear of the others
+    has a radius and colour within the data's ranges over a background no brighter than the data's, each give or take
+    its ``TOLERANCES`` entry (``size_excess`` of the median radius, ``colour_excess`` and ``background_excess``
+    levels). Appearance only: where and how the balls move does not enter."""
+    tol = tol or TOLERANCES
+    blobs, counted = m["blobs"], m["counts"] == ref.n_balls
+    radius = np.sqrt(blobs["area"] / np.pi)
+    slack = tol["size_excess"] * ref.median_radius
+    off = (radius < ref.radius_range[0] - slack) | (radius > ref.radius_range[1] + slack)
+    off |= _colour_gaps(blobs["colour"], ref.colours) > ref.colour_slack + tol["colour_excess"]
+    bad = np.asarray(m["background"]) > ref.background + tol["background_excess"]
+    bad[blobs["t"][off & ~blobs["touching"]]] = True
+    return counted, counted & ~bad
+
+
 def _score(m, ref, tol):
     """``CoherenceReport`` of one ``measure_balls`` result against a ``BallReference``."""
     if m["frame_size"] != tuple(ref.frame_size):
         raise GriditError(f"frames of {m['frame_size']} px scored against a reference of {tuple(ref.frame_size)} px frames")
     expected, tracks = ref.n_balls, m["tracks"]
-    found = (m["counts"] <= expected) & (m["counts"] + m["hidden"] >= expected)  # a missing ball may hide
+    found = found_frames(m, expected)
     error = np.concatenate([t["error"] for t in tracks]) if tracks else np.zeros(0)
     reversal = _pooled(tracks, "reversal", "judged_clear")
     speed = _pooled(tracks, "speed", "speed_clear")
@@ -284,17 +302,24 @@ def _distributions(measured, ref, tol):
     return out, float(factor)
 
 
-def coherence_many(sequences, reference, *, tolerances=None, progress=False):
+def coherence_many(sequences, reference, *, tolerances=None, seams=None, progress=False):
     """The coherence of a set of sequences (a list or an array ``(N, T, ...)``) against ``reference``.
 
-    Returns the mean of every ``CoherenceReport`` component and factor over the sequences, ``sequence_score`` (their
-    mean score), ``distributions`` (per quantity the KS and Wasserstein-1 distances between the set's per-track
-    speed, radius and colour (per channel, the worst), and per-frame count, and the reference's; ``gap``, the KS
-    distance unless the Wasserstein one is under the quantity's resolution (5% of the data's median speed or radius,
-    10 colour levels, half a ball); ``ks_chance``, the KS distance two samples of those sizes from one distribution
-    exceed 5% of the time), ``distribution_score`` (the product over quantities of
-    ``f(max(0, gap - ks_chance) / TOLERANCES["distribution"])``: only a gap beyond chance counts, so a set of a few
-    sequences is judged by its sequences) and ``score = sequence_score * distribution_score``.
+    First the graded figures: ``metrics.motion.summarise`` of every sequence's plausible transitions
+    (``plausible_rate`` with its interval, ``plausible_run``, the detection rate and gate, and with ``seams``, the
+    frames where a new grid or window starts adding frames, the rate at those frames and inside), and ``appearance``,
+    the share of frames holding the data's ball count whose balls and background look like the data's
+    (``appearance_frames``), with ``appearance_ci``.
+
+    Then the strict figures: the mean of every ``CoherenceReport`` component and factor over the sequences,
+    ``sequence_score`` (their mean score), ``distributions`` (per quantity the KS and Wasserstein-1 distances
+    between the set's per-track speed, radius and colour (per channel, the worst), and per-frame count, and the
+    reference's; ``gap``, the KS distance unless the Wasserstein one is under the quantity's resolution (5% of the
+    data's median speed or radius, 10 colour levels, half a ball); ``ks_chance``, the KS distance two samples of
+    those sizes from one distribution exceed 5% of the time), ``distribution_score`` (the product over quantities of
+    ``f(max(0, gap - ks_chance) / TOLERANCES["distribution"])``: only a gap beyond chance counts) and
+    ``score = sequence_score * distribution_score``: indistinguishable from the data, so any flaw of looks or
+    motion takes it towards 0. Below the detection gate the motion components are None too.
     """
     tol = {**TOLERANCES, **(tolerances or {})}
     measured = [measure_balls(s, min_step=reference.stop_speed)
@@ -306,7 +331,16 @@ def coherence_many(sequences, reference, *, tolerances=None, progress=False):
     factors = {k: float(np.mean([r["factors"][k] for r in reports])) for k in COMPONENTS}
     distributions, dist_score = _distributions(measured, reference, tol)
     seq_score = float(np.mean([r["score"] for r in reports]))
-    return summary | {
+    jump = JUMP_PX * reference.median_radius / RADIUS_PX
+    slack = SPEED_SLACK * reference.median_speed
+    speeds = (reference.speed_range[0] - slack, reference.speed_range[1] + slack)
+    transitions = [ball_transitions(m, reference.n_balls, speeds, jump) for m in measured]
+    motion = summarise(transitions, [found_frames(m, reference.n_balls) for m in measured], seams)
+    looks = [appearance_frames(m, reference, tol) for m in measured]
+    appearance, appearance_ci = rate_interval([fine.sum() for _, fine in looks], [c.sum() for c, _ in looks])
+    if not motion["detection_gate"]["passed"]:
+        summary |= {k: None for k in MOTION_COMPONENTS}
+    return motion | {"appearance": appearance, "appearance_ci": appearance_ci} | summary | {
         "score": seq_score * dist_score, "sequence_score": seq_score, "distribution_score": dist_score,
         "worst": Counter(r["worst"] for r in reports).most_common(1)[0][0], "factors": factors,
         "distributions": distributions, "n_balls": reference.n_balls, "n_tracks": float(np.mean([r["n_tracks"] for r in reports])),
@@ -328,9 +362,10 @@ def freeze_frames(frames):
     return frames[np.zeros(len(frames), dtype=np.int64)]
 
 
-def with_baselines(samples, real, reference=None, *, score_many=coherence_many, progress=False, **kwargs):
+def with_baselines(samples, real, reference=None, *, score_many=coherence_many, seams=None, progress=False, **kwargs):
     """``{"samples", "real", "shuffled", "frozen"}``: ``score_many(x, reference)`` of the samples, of real sequences,
-    and of those with their frames shuffled and frozen (the baselines a good score must sit far above).
+    and of those with their frames shuffled and frozen (the baselines a good score must sit far above); ``seams`` (the
+    samples' grid or window starts) split the samples' plausible rate.
 
     ``reference`` defaults to one made from ``real`` (``BallReference.from_sequences``); the real row is then scored
     in-sample, an upper bound: pass a reference of other real sequences (``BallReference.from_config``) for an
@@ -340,5 +375,6 @@ def with_baselines(samples, real, reference=None, *, score_many=coherence_many, 
         reference = BallReference.from_sequences(real)
     shuffled = [shuffle_frames(r, seed=i) for i, r in enumerate(real)]
     frozen = [freeze_frames(r) for r in real]
-    return {name: score_many(x, reference, progress=progress, **kwargs)
-            for name, x in [("samples", samples), ("real", real), ("shuffled", shuffled), ("frozen", frozen)]}  # fmt: skip
+    out = {"samples": score_many(samples, reference, seams=seams, progress=progress, **kwargs)}
+    return out | {name: score_many(x, reference, progress=progress, **kwargs)
+                  for name, x in [("real", real), ("shuffled", shuffled), ("frozen", frozen)]}  # fmt: skip

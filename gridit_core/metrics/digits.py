@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from gridit_core.data.builtin import moving_digits
 from gridit_core.errors import GriditError
 from gridit_core.metrics.distances import excess, support, tolerance
-from gridit_core.metrics.tracking import as_frames, consecutive_runs, path_motion
+from gridit_core.metrics.motion import SPEED_SLACK, summarise
+from gridit_core.metrics.tracking import as_frames, motion_by_frame
 
 EMBED = (16, 16)  # crops are compared at this size
 THRESHOLD = 40  # foreground: brightest channel above this
@@ -70,14 +71,12 @@ def measure_digits(frames, *, min_step=0.25):
 
 
 def _motion(m, size_hw, walls):
-    """Bounce-aware step speeds, prediction errors and reversals of the digit's centre over runs of found frames."""
+    """Bounce-aware step speeds, prediction errors and reversals of the digit's centre over runs of found frames
+    (``metrics.tracking.motion_by_frame``, with the frames judged)."""
     when = np.flatnonzero(m["found"])
-    p = m["centre"][when]
-    runs = [(a, b) for a, b in consecutive_runs(when) if b - a >= 2]
-    steps = np.concatenate([np.diff(p[a:b], axis=0) for a, b in runs]) if runs else np.zeros((0, 2))
-    typical = np.median(np.abs(steps), axis=0) if len(steps) else np.zeros(2)
-    parts = [path_motion(p[a:b], walls[0], np.asarray(size_hw, float) - walls[1], typical, m["min_step"]) for a, b in runs]
-    return {k: np.concatenate([q[k] for q in parts]) if parts else np.zeros(0) for k in ("speed", "error", "reversal")}
+    hi = np.asarray(size_hw, float) - walls[1]
+    motion = motion_by_frame(when, m["centre"][when], walls[0], hi, m["min_step"])
+    return motion | {"speed": motion["step_speed"], "speed_in": motion["speed"]}
 
 
 def _components(m, templates, centroids, speed_range=(0.0, np.inf), median_speed=1.0):
@@ -89,6 +88,8 @@ def _components(m, templates, centroids, speed_range=(0.0, np.inf), median_speed
     sims = m["embed"][found] @ templates.T  # (F, K)
     labels = sims.argmax(1)
     usual = Counter(labels.tolist()).most_common(1)[0][0]
+    kept = np.zeros(len(found), bool)
+    kept[np.flatnonzero(found)] = labels == usual  # per frame: the digit is found and is the sequence's usual one
     h, w = np.median(m["size"][found], axis=0)
     cy, cx = centroids[usual]  # where the centre sits in the glyph: walls at that offset from each side
     motion = _motion(m, m["frame_size"], (np.array([cy, cx]), np.array([h - cy, w - cx])))
@@ -102,7 +103,7 @@ def _components(m, templates, centroids, speed_range=(0.0, np.inf), median_speed
         "reversal_rate": float(np.mean(motion["reversal"])) if len(judged) else 1.0,
         "stop_fraction": float(np.mean(speed < m["min_step"])) if len(speed) else 1.0,
         "speed_excess": excess(speed, *speed_range) / median_speed if len(speed) else float("inf"),
-        "background": float(m["background"].mean()), "digit": int(usual),
+        "background": float(m["background"].mean()), "digit": int(usual), "kept": kept, "motion": motion,
     }  # fmt: skip
 
 
@@ -189,17 +190,24 @@ def digit_coherence(frames, reference, *, tolerances=None):
     moving fraction over real data's, so a digit that never moves scores 0; ``score`` is the product, 0 when no digit
     is ever found.
     """
-    tol = {**TOLERANCES, **(tolerances or {})}
+    return _measured(frames, reference, {**TOLERANCES, **(tolerances or {})})[0]
+
+
+def _measured(frames, reference, tol):
+    """``(DigitReport, transitions, found)`` of one sequence (see ``digit_transitions``)."""
     m = measure_digits(frames, min_step=reference.stop_speed)
     if tuple(m["frame_size"]) != tuple(reference.frame_size):
         raise GriditError(f"frames of {tuple(m['frame_size'])} px scored against a reference of {tuple(reference.frame_size)} px frames")
     c = _components(m, reference.templates, reference.centroids, reference.speed_range, reference.median_speed)
+    transitions = digit_transitions(m["found"], c, reference)
     if c is None:
         nothing = {k: float("inf") for k in ("motion_error_px", "max_error_px", "speed_excess", "background_excess")}
-        return DigitReport(**nothing, detection_rate=0.0, identity_kept=0.0, match=0.0, jump_rate=1.0, reversal_rate=1.0,
-                           stop_fraction=1.0, score=0.0, worst="detection_rate", digit=-1,
-                           factors={k: 0.0 for k in TOLERANCES})  # fmt: skip
-    del c["speeds"]
+        report = DigitReport(**nothing, detection_rate=0.0, identity_kept=0.0, match=0.0, jump_rate=1.0, reversal_rate=1.0,
+                             stop_fraction=1.0, score=0.0, worst="detection_rate", digit=-1,
+                             factors={k: 0.0 for k in TOLERANCES})  # fmt: skip
+        return report, transitions, m["found"]
+    for k in ("speeds", "kept", "motion"):
+        del c[k]
     c["background_excess"] = excess([c.pop("background")], 0, reference.allowance["background"])
     judged = {k: max(0.0, c[k] - reference.allowance[k]) if k in RELATIVE else c[k] for k in TOLERANCES}
     for k in ("detection_rate", "identity_kept", "match"):
@@ -208,17 +216,49 @@ def digit_coherence(frames, reference, *, tolerances=None):
     still = reference.allowance["stop_fraction"]
     factors["stop_fraction"] *= min(1.0, (1 - c["stop_fraction"]) / (1 - still))  # a digit that never moves scores 0
     digit = c.pop("digit")
-    return DigitReport(**c, score=float(np.prod(list(factors.values()))), worst=min(factors, key=factors.get),
-                       digit=digit, factors=factors)  # fmt: skip
+    report = DigitReport(**c, score=float(np.prod(list(factors.values()))), worst=min(factors, key=factors.get),
+                         digit=digit, factors=factors)  # fmt: skip
+    return report, transitions, m["found"]
 
 
-def digit_coherence_many(sequences, reference, *, tolerances=None, progress=False):
-    """Mean of every ``DigitReport`` component, factor and score over a set of sequences."""
-    reports = [digit_coherence(s, reference, tolerances=tolerances).as_dict()
-               for s in tqdm(sequences, desc="digits", unit="seq", disable=not progress, leave=False)]  # fmt: skip
-    if not reports:
+def digit_transitions(found, components, reference):
+    """Per transition (frames ``2 .. T-1``): ``plausible`` when the digit is found at ``t-2``, ``t-1`` and ``t`` and is
+    the sequence's usual digit in all three (``missing``, ``identity``), and its centre at ``t`` lies within
+    ``JUMP_PX`` of the constant-velocity-with-bounces prediction, without a mid-air reversal, after a step whose speed
+    is in the data's range (``jump``, ``reversal``, ``speed``); ``components`` from ``_components`` (None: no digit)."""
+    n = max(len(found) - 2, 0)
+    seen = found[:-2] & found[1:-1] & found[2:] if n else np.zeros(0, bool)
+    if components is None:
+        none = np.zeros(n, bool)
+        return {"plausible": none, "missing": ~seen, "identity": none, "jump": none, "reversal": none, "speed": none}
+    kept, motion = components["kept"], components["motion"]
+    same = kept[:-2] & kept[1:-1] & kept[2:] if n else np.zeros(0, bool)
+    bad = {k: np.zeros(len(found), bool) for k in ("jump", "reversal", "speed")}
+    f = motion["frame"]
+    slack = SPEED_SLACK * reference.median_speed
+    lo, hi = reference.speed_range[0] - slack, reference.speed_range[1] + slack
+    bad["jump"][f[motion["error"] > JUMP_PX]] = True
+    bad["reversal"][f[motion["reversal"].astype(bool)]] = True
+    bad["speed"][f[(motion["speed_in"] < lo) | (motion["speed_in"] > hi)]] = True
+    ok = seen & same
+    why = {"missing": ~seen, "identity": seen & ~same, **{k: v[2:] & ok for k, v in bad.items()}}
+    return {"plausible": ok & ~np.any(np.stack([why[k] for k in bad]), axis=0), **why}
+
+
+def digit_coherence_many(sequences, reference, *, tolerances=None, seams=None, progress=False):
+    """``metrics.motion.summarise`` of the set's plausible transitions (``digit_transitions``), and the mean of every
+    ``DigitReport`` component, factor and score over the set (``score``: the strict product, indistinguishable from
+    the data). Below the detection gate the motion components are None too."""
+    tol = {**TOLERANCES, **(tolerances or {})}
+    measured = [_measured(s, reference, tol)
+                for s in tqdm(sequences, desc="digits", unit="seq", disable=not progress, leave=False)]  # fmt: skip
+    if not measured:
         raise GriditError("digit_coherence_many needs at least one sequence")
+    reports = [r.as_dict() for r, _, _ in measured]
     out = {k: float(np.mean([r[k] for r in reports])) for k in (*TOLERANCES, "score")}
-    return out | {"factors": {k: float(np.mean([r["factors"][k] for r in reports])) for k in TOLERANCES},
-                  "worst": Counter(r["worst"] for r in reports).most_common(1)[0][0], "n_sequences": len(reports),
-                  "n_frames": int(sum(len(s) for s in sequences))}  # fmt: skip
+    motion = summarise([t for _, t, _ in measured], [f for _, _, f in measured], seams)
+    if not motion["detection_gate"]["passed"]:
+        out |= {k: None for k in RELATIVE}
+    return motion | out | {"factors": {k: float(np.mean([r["factors"][k] for r in reports])) for k in TOLERANCES},
+                           "worst": Counter(r["worst"] for r in reports).most_common(1)[0][0], "n_sequences": len(reports),
+                           "n_frames": int(sum(len(s) for s in sequences))}  # fmt: skip

@@ -21,6 +21,7 @@ from gridit_core.errors import GriditError
 from gridit_core.metrics.coherence import BallReference, coherence_many, freeze_frames, shuffle_frames, with_baselines
 from gridit_core.metrics.digits import DigitReference, digit_coherence_many
 from gridit_core.metrics.frechet import FeatureStats, cached_stats, frechet_distance, stats_dir
+from gridit_core.sampling.families import SAMPLE_RECORD
 from gridit_core.training.checkpoints import read_config
 
 METRICS = ("coherence", "fvd", "fid")
@@ -84,11 +85,26 @@ def _batches(x, size):
     return (x[i : i + size] for i in range(0, len(x), size))
 
 
-def coherence_result(samples, real, reference, kind, progress):
-    """``with_baselines`` of the kind's metric, with what the reference is."""
+def coherence_result(samples, real, reference, kind, progress, seams=None):
+    """``with_baselines`` of the kind's metric, with what the reference is; ``seams`` split the samples' plausible
+    rate (``read_seams``)."""
     many = digit_coherence_many if kind == "digits" else coherence_many
-    out = with_baselines(samples, real, reference, score_many=many, progress=progress)
+    out = with_baselines(samples, real, reference, score_many=many, seams=seams, progress=progress)
     return out | {"kind": kind, "reference_sequences": reference.n_sequences}
+
+
+def read_seams(path):
+    """The frames where a new grid or window starts adding frames, from the ``sampling.json`` that ``gridit sample``
+    writes beside its frames (in ``path``, or in each output folder under it, which must agree); None if unknown."""
+    path = Path(path)
+    if (path / SAMPLE_RECORD).is_file():
+        folders = [path]
+    elif path.is_dir():
+        folders = sorted(d for d in path.iterdir() if (d / SAMPLE_RECORD).is_file())
+    else:
+        folders = []
+    seams = {json.dumps(json.loads((d / SAMPLE_RECORD).read_text()).get("seams")) for d in folders}
+    return json.loads(seams.pop()) if len(seams) == 1 else None
 
 
 def _features(extractor, x, batch, desc, progress):
@@ -151,7 +167,9 @@ def evaluate(samples_path, real_spec, *, metrics=("coherence",), i3d=None, incep
     }  # fmt: skip
     if "coherence" in metrics:
         reference = _reference(real_spec, kind, real, (h, w), length, reference_sequences, bouncing)
-        result["metrics"]["coherence"] = coherence_result(samples, real, reference, kind, progress)
+        seams = read_seams(samples_path)
+        result["metrics"]["coherence"] = coherence_result(samples, real, reference, kind, progress, seams)
+        result["settings"]["seams"] = seams
         result["settings"]["reference_in_sample"] = not str(real_spec).startswith("builtin:")
     n_real = real_clips or clips
     key = {"source": _source_id(real_spec, bouncing), "frames": frames, "size": [h, w], "clips": n_real}
@@ -227,16 +245,40 @@ def _finite(x):
     return x.item() if isinstance(x, np.generic) else x
 
 
+COHERENCE_ROWS = (  # (key in a coherence result, label) of the table, the graded figures first
+    ("plausible_rate", "plausible motion"),
+    ("plausible_run", "frames to first violation"),
+    ("plausible_rate_at_seams", "plausible at seams"),
+    ("plausible_rate_inside", "plausible inside grids"),
+    ("detection_rate", "detection rate"),
+    ("appearance", "appearance"),
+    ("score", "indistinguishable (strict)"),
+)
+
+
 def table(result):
-    """The terminal table: one row per metric, samples beside the real, shuffled and frozen baselines."""
+    """The terminal table: one row per figure, samples beside the real, shuffled and frozen baselines; an interval in
+    brackets after the samples' value where there is one."""
     rows = []
     for metric, r in result["metrics"].items():
-        label = {"coherence": f"coherence ({r.get('kind', 'balls')})", "fvd": r.get("name"),
-                 "fid": f"fid ({r.get('frames')} frames)"}[metric]  # fmt: skip
-        rows.append([label] + [r[k]["score"] if metric == "coherence" else r[k] for k in ("samples", *BASELINES)])
-    lines = [f"{'metric':28s} {'samples':>10s} {'real':>10s} {'shuffled':>10s} {'frozen':>10s}"]
-    for label, *values in rows:
-        lines.append(f"{label:28s} " + " ".join("      none" if v is None else f"{v:10.3f}" for v in values))
+        if metric == "coherence":
+            kind = r.get("kind", "balls")
+            for key, label in COHERENCE_ROWS:
+                if key in r["samples"]:
+                    ci = r["samples"].get(f"{key}_ci")
+                    rows.append([f"{label} ({kind})", ci] + [r[k].get(key) for k in ("samples", *BASELINES)])
+            continue
+        label = {"fvd": r.get("name"), "fid": f"fid ({r.get('frames')} frames)"}[metric]
+        rows.append([label, None] + [r[k] for k in ("samples", *BASELINES)])
+    lines = [f"{'metric':36s} {'samples':>10s} {'':17s} {'real':>10s} {'shuffled':>10s} {'frozen':>10s}"]
+    for label, ci, *values in rows:
+        text = [("none" if v is None else f"{v:.3f}").rjust(10) for v in values]
+        interval = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        lines.append(f"{label:36s} {text[0]} {interval:17s} " + " ".join(text[1:]))
+    gate = result["metrics"].get("coherence", {}).get("samples", {}).get("detection_gate")
+    if gate and not gate["passed"]:
+        lines.append(f"the samples' objects are found in under {gate['threshold']:.0%} of the frames: motion figures "
+                     "are withheld (none)")  # fmt: skip
     lines.append(f"{result['n_sequences']} sequences, {result['n_frames']} frames of {result['frame_size'][0]}x"
                  f"{result['frame_size'][1]} px, against {result['real']}")  # fmt: skip
     return "\n".join(lines)

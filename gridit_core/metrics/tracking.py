@@ -216,6 +216,31 @@ def path_motion(p, lo, hi, speed, min_step, margin=0.5):
     return {"speed": np.linalg.norm(v, axis=1), "error": error, "reversal": turned[1:]}  # interior frames 1..L-2
 
 
+def motion_by_frame(when, p, lo, hi, min_step):
+    """``path_motion`` over each run of three or more consecutive frames of one track, with the frames kept.
+
+    ``when`` ``(L,)`` are the track's frame numbers (sorted) and ``p`` ``(L, 2)`` its centres; the typical per-axis
+    speed is the median step of the track. Returns ``frame``, ``error``, ``reversal`` and ``speed`` (of the step into
+    that frame) per judged frame (the third and later of each run), ``step_frame`` and ``step_speed`` per step (the
+    frame it lands on), and the index arrays ``judged`` and ``steps`` into the track's observations (the
+    observation judged, the observation a step lands on), so callers can pick per-observation flags."""
+    runs = [(a, b) for a, b in consecutive_runs(when) if b - a >= 2]
+    all_steps = np.concatenate([np.diff(p[a:b], axis=0) for a, b in runs]) if runs else np.zeros((0, 2))
+    typical = np.median(np.abs(all_steps), axis=0) if len(all_steps) else np.zeros(2)
+    out = {k: [] for k in ("judged", "error", "reversal", "speed", "steps", "step_speed")}
+    for a, b in runs:
+        motion = path_motion(p[a:b], lo, hi, typical, min_step)
+        out["steps"].append(np.arange(a + 1, b))
+        out["step_speed"].append(motion["speed"])
+        out["judged"].append(np.arange(a + 2, b))
+        out["error"].append(motion["error"])
+        out["reversal"].append(motion["reversal"])
+        out["speed"].append(motion["speed"][1:])
+    empty = {"judged": np.zeros(0, int), "steps": np.zeros(0, int), "reversal": np.zeros(0, bool)}
+    out = {k: np.concatenate(v) if v else empty.get(k, np.zeros(0)) for k, v in out.items()}
+    return out | {"frame": when[out["judged"]], "step_frame": when[out["steps"]]}
+
+
 def consecutive_runs(when):
     """Index ranges ``[(start, stop), ...]`` of the runs of consecutive frames in sorted frame numbers ``when``."""
     cuts = np.flatnonzero(np.diff(when) != 1) + 1

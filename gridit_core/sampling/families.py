@@ -15,7 +15,9 @@ grid, window or rollout, and how many), and ``frames`` (the first frame of the s
 after the last).
 """
 
+import json
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -24,11 +26,12 @@ from gridit_core.errors import GriditError
 from gridit_core.models import DiT, VideoDiT, build_dit, build_video_dit
 from gridit_core.models.codec import pixel_codec
 from gridit_core.sampling.config import SampleConfig
-from gridit_core.sampling.grids import default_overlap, grid_frames
-from gridit_core.sampling.rollout import causal_frames, window_frames
-from gridit_core.util.io import FrameWriter, prepare_output_dir
+from gridit_core.sampling.grids import SequencePlan, default_overlap, grid_frames
+from gridit_core.sampling.rollout import causal_frames, window_frames, window_seams
+from gridit_core.util.io import FrameWriter, prepare_output_dir, write_text_atomic
 
-SAMPLE_OUTPUTS = ["frames", "sequence.gif", "frames_lr", "sequence_lr.gif"]  # what a sampling run may leave in its folder
+SAMPLE_RECORD = "sampling.json"  # beside the frames: the family, settings and seams they were sampled with
+SAMPLE_OUTPUTS = ["frames", "sequence.gif", "frames_lr", "sequence_lr.gif", SAMPLE_RECORD]  # what a sampling run may leave
 DEFAULT_FAMILY = "grid"  # what a checkpoint that names no family holds (those written before the families existed)
 
 
@@ -69,11 +72,23 @@ class Family:
             raise GriditError(f"a {config.get('arch')} model config loaded as {self.name}")
         return self.model_class(self.model_class.config_class(**config))
 
-    def default_overlap(self, model):
-        """Known frames per continuation grid or window when ``overlap`` is None (0 where the family has none)."""
+    def default_overlap(self, model, rows=None, cols=None):
+        """Known frames per continuation grid or window when ``overlap`` is None (0 where the family has none);
+        ``rows`` and ``cols``: a grid layout other than the model's own."""
         if self.on_grids:
-            return default_overlap(model.config.rows, model.config.cols)
+            return default_overlap(rows or model.config.rows, cols or model.config.cols)
         return 0 if self.causal else model.config.frames // 2
+
+    def seams(self, model, n_frames, settings=None, *, rows=None, cols=None):
+        """The frames (after the first) where a new grid or window starts adding frames, the places its sampler joins
+        new frames to known ones; a causal rollout has none. ``settings``: a ``SampleConfig`` (default: the defaults);
+        ``rows`` and ``cols``: a grid layout other than the model's own."""
+        s = settings or SampleConfig()
+        overlap = self.default_overlap(model, rows, cols) if s.overlap is None else s.overlap
+        if self.on_grids:
+            rows, cols = rows or model.config.rows, cols or model.config.cols
+            return SequencePlan(n_frames, rows, cols, overlap, s.interpolate).seams()
+        return [] if self.causal else window_seams(n_frames, model.config.frames, overlap)
 
     def traces(self, info, k):
         """Whether a sampler step (its callback ``info``) works on trajectory ``k``: grid or window ``k``, or, for a
@@ -159,12 +174,28 @@ def generate_frames(model, diffusion, n_frames, settings=None, *, rows=None, col
                           progress=progress, callback=callback, codec=codec, **layout)  # fmt: skip
 
 
+def sample_record(model, n_frames, settings=None, *, rows=None, cols=None, **given):
+    """What ``SAMPLE_RECORD`` holds: the family, the sampling settings it used, the length and its seams (the frames
+    where a new grid or window starts adding frames: ``gridit eval`` splits the plausible rate there)."""
+    family = family_of(model)
+    s = SampleConfig(**{**(settings or SampleConfig()).pick(family.sample_fields), **given})
+    return {"family": family.name, "settings": s.pick(family.sample_fields), "n_frames": n_frames,
+            "seams": family.seams(model, n_frames, s, rows=rows, cols=cols)}  # fmt: skip
+
+
+def write_sample_record(out_dir, model, n_frames, settings=None, **given):
+    """``SAMPLE_RECORD`` into ``out_dir`` (``sample_record``'s arguments)."""
+    write_text_atomic(json.dumps(sample_record(model, n_frames, settings, **given), indent=1) + "\n",
+                      Path(out_dir) / SAMPLE_RECORD)  # fmt: skip
+
+
 def sample_sequence(model, diffusion, n_frames, settings=None, *, out_dir=None, overwrite=False, fps=8, n_sequences=1,
                     **kwargs):  # fmt: skip
     """Sample ``n_sequences`` sequences of exactly ``n_frames`` frames (``generate_frames``'s arguments).
 
     Without ``out_dir`` returns a tensor ``(n_sequences, n_frames, C, H, W)`` in [-1, 1]. With it, streams the
-    (single) sequence to ``out_dir/frames/*.png`` and ``out_dir/sequence.gif`` and returns the folder.
+    (single) sequence to ``out_dir/frames/*.png`` and ``out_dir/sequence.gif``, with ``SAMPLE_RECORD`` beside them,
+    and returns the folder.
     """
     frames = generate_frames(model, diffusion, n_frames, settings, n_sequences=n_sequences, **kwargs)
     if out_dir is None:
@@ -175,4 +206,6 @@ def sample_sequence(model, diffusion, n_frames, settings=None, *, out_dir=None, 
     writer = FrameWriter(out_dir, fps=fps)
     for frame in frames:
         writer.add(frame[0])
+    fields = {k: v for k, v in kwargs.items() if k in (*SampleConfig.names(), "rows", "cols")}
+    write_sample_record(out_dir, model, n_frames, settings, **fields)
     return writer.close()

@@ -75,6 +75,25 @@ class SequencePlan:
     def total_grids(self):
         return 1 + self.continuation_grids + self.inbetween_grids
 
+    def origins(self):
+        """Which grid makes each frame: one label per frame, equal for frames of the same grid (``("start", 0)``,
+        ``("next", k)``, or with ``interpolate`` ``("key", k)`` and ``("between", k)``)."""
+        cells, new, cols = self.cells, self.cells - self.overlap, self.cols
+        if not self.interpolate:
+            return [("start", 0) if f < cells else ("next", (f - cells) // new) for f in range(self.n_frames)]
+        gap = (self.rows - 1) * cols  # keyframe rows lie this far apart; the rows between come from in-betweening
+        out = []
+        for f in range(self.n_frames):
+            k, r = divmod(f, gap)
+            out.append(("key", max(k - 1, 0)) if r < cols else ("between", k))
+        return out
+
+    def seams(self):
+        """The frames (after the first) where another grid takes over: a continuation grid's first new frame, or
+        with ``interpolate`` each switch between keyframe rows and in-between rows."""
+        labels = self.origins()
+        return [f for f in range(1, len(labels)) if labels[f] != labels[f - 1]]
+
 
 def default_overlap(rows, cols):
     """The official setting: every cell but the last row is conditioning (12 of 16 for a 4x4 grid)."""

@@ -92,6 +92,11 @@ def window_frames(model, diffusion, n_frames, s, *, n_sequences=1, seed=0, devic
                                    callback, codec), codec)  # fmt: skip
 
 
+def window_seams(n_frames, t_len, overlap):
+    """The frames where a window after the first starts adding frames (its first new frame)."""
+    return list(range(t_len, n_frames, t_len - overlap))
+
+
 def _decoded(stream, codec):
     return (codec.decode(z) for z in stream)  # (n_sequences, 3, H*f, W*f) each
 

@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 
 from gridit_core.data.sources import FolderSequence
 from gridit_core.errors import GriditError
-from gridit_core.sampling.families import SAMPLE_OUTPUTS, generate_frames
+from gridit_core.sampling.config import SampleConfig
+from gridit_core.sampling.families import SAMPLE_OUTPUTS, generate_frames, write_sample_record
 from gridit_core.sampling.upscale import SAMPLE_AUG, check_upscale_settings, upscale_frames
 from gridit_core.util.image import frames_to_tensor
 from gridit_core.util.io import FrameWriter, prepare_output_dir
@@ -74,6 +75,9 @@ def sample_two_stage(
     frames = generate_frames(stage1_model, stage1_diffusion, n_frames, rows=stage1_cfg.rows, cols=stage1_cfg.cols,
                              seed=seed, progress=progress, codec=codec, **stage1_kwargs)  # checks stage-1 settings
     prepare_output_dir(out_dir, overwrite, SAMPLE_OUTPUTS)
+    given = {k: v for k, v in stage1_kwargs.items() if k in SampleConfig.names()}
+    write_sample_record(out_dir, stage1_model, n_frames, stage1_kwargs.get("settings"), rows=stage1_cfg.rows,
+                        cols=stage1_cfg.cols, **given)  # fmt: skip
     lr_writer = FrameWriter(out_dir, fps=fps, frames=LR_FRAMES, gif_name=LR_GIF)
     hr_writer = FrameWriter(out_dir, fps=fps)
     written = (lr_writer.add(frame[0]) for frame in frames)  # each frame is on disk before stage 2 sees it

@@ -82,7 +82,9 @@ def test_coherence_of_real_samples_beside_baselines(outputs):
     assert c["shuffled"]["score"] < 0.05 and c["frozen"]["score"] == 0.0
     json.dumps(result, allow_nan=False)  # plain JSON
     text = ev.table(result)
-    assert text.splitlines()[1].startswith("coherence (balls)") and "3 sequences, 60 frames of 16x16 px" in text
+    assert text.splitlines()[1].startswith("plausible motion (balls)") and "3 sequences, 60 frames of 16x16 px" in text
+    assert "indistinguishable (strict) (balls)" in text and "plausible at seams" not in text  # no sampling.json here
+    assert c["samples"]["plausible_rate"] == 1.0 > 0.05 > c["shuffled"]["plausible_rate"] and result["settings"]["seams"] is None
 
 
 def test_digits_are_scored_with_the_digit_metric(tmp_path):

@@ -35,7 +35,12 @@ def test_train_notebook_trains_samples_and_scores_each_family_through_a_study(tm
         assert {"loss.png", "coherence_by_position.png", "samples_8f.gif"} <= set(r["results"]["figures"])
         assert (folder / "train.ipynb").is_file() and (folder / "checkpoints" / "last.pt").is_file()
         assert len(list((folder / "samples" / "8f").glob("seq_*/frames/*.png"))) == 2 * 8
-    assert "coherence by parameter" in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    assert "coherence: mean and 95% interval over seeds" in page and "<h2>Settings</h2>" in page
+    for arch, r in runs.items():  # the graded figures, or the detection gate's refusal to judge a ball it cannot find
+        m = r["metrics"]
+        assert m["plausible_rate_real_8"] == 1.0 and m["detection_gate_8"] == int(m["detection_rate_8"] >= 0.9)
+        assert ("plausible_rate_8" in m) == bool(m["detection_gate_8"])
 
 
 def test_sample_notebook_then_evaluate_notebook_on_its_samples(tmp_path):
@@ -56,3 +61,6 @@ def test_sample_notebook_then_evaluate_notebook_on_its_samples(tmp_path):
     scored = json.loads((eval_out / "results.json").read_text())
     assert scored["metrics"]["coherence"] == pytest.approx(sampled["metrics"]["coherence_8"])
     assert scored["metrics"]["coherence_real"] > 0.9 > scored["metrics"]["coherence_shuffled"]
+    assert scored["metrics"]["plausible_rate_real"] == 1.0 and scored["metrics"]["detection_gate"] == 1  # the demo draws its ball
+    assert scored["metrics"]["plausible_rate"] == pytest.approx(sampled["metrics"]["plausible_rate_8"])
+    assert "plausible_rate_at_seams" in scored["metrics"]  # sampling.json beside the samples names the grid seams

@@ -14,11 +14,15 @@ def test_quickstart_runs_through_gridit_demo_with_tiny_parameters(tmp_path, caps
     assert main(["demo", "--out", str(out), *[a for p in tiny for a in ("-p", p)]]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_steps"] == 2 and metrics["sample_frames"] == 6 and metrics["sample_sequences"] == 2
-    assert set(metrics["coherence"]) == {"samples", "real", "shuffled", "frozen"}
-    assert metrics["coherence"]["real"]["score"] > 0.9 > metrics["coherence"]["shuffled"]["score"]
     c = metrics["coherence"]
-    in_motion = abs(c["samples"]["motion_error_px"] - c["real"]["motion_error_px"]) < abs(c["samples"]["motion_error_px"] - c["shuffled"]["motion_error_px"])
-    assert metrics["motion_error_closer_to_real_than_shuffled"] == in_motion
+    assert set(c) == {"samples", "real", "shuffled", "frozen"}
+    assert c["real"]["plausible_rate"] == 1.0 > c["shuffled"]["plausible_rate"] and c["real"]["score"] > 0.9
+    assert c["samples"]["seams"] == [4] and metrics["plausible_rate"] == c["samples"]["plausible_rate"]  # 6 frames: one seam
+    if c["samples"]["plausible_rate"] is not None:  # two steps from scratch may not draw a ball: then the gate withholds it
+        near_real = abs(c["samples"]["plausible_rate"] - 1.0) < abs(c["samples"]["plausible_rate"] - c["shuffled"]["plausible_rate"])
+        assert metrics["plausible_rate_closer_to_real_than_shuffled"] == near_real
+    else:
+        assert metrics["plausible_rate_closer_to_real_than_shuffled"] is None and c["samples"]["detection_rate"] < 0.9
     sr = metrics["stage2"]
     assert (sr["train_steps"], sr["scale"], sr["frame_size"], sr["fidelity"]["n"]) == (2, 4, 64, 4)
     assert sr["fidelity"]["psnr_bicubic"] > 15 and sr["beats_bicubic_psnr"] == (sr["fidelity"]["psnr"] > sr["fidelity"]["psnr_bicubic"])

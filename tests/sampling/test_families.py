@@ -75,3 +75,14 @@ def test_a_family_follows_its_own_unit_in_a_trajectory():
     assert grid.traces({"unit": 2, "frames": (0, 4)}, 2) and not grid.traces({"unit": 1, "frames": (2, 6)}, 2)
     assert msc.traces({"unit": 0, "frames": (3, 5)}, 4) and not msc.traces({"unit": 0, "frames": (3, 5)}, 5)
     assert (grid.traced, FAMILIES["tensor"].traced, msc.traced) == ("grid", "window", "frame")
+
+
+def test_seams_are_where_each_unit_starts_adding_frames():
+    diffusion = Diffusion(DiffusionConfig(num_steps=50))
+    tensor = FAMILIES["tensor"].build("DiT-N/4", **CLIP).eval()  # clips of 4 frames, overlap 2 by default
+    starts = set()
+    list(generate_frames(tensor, diffusion, 11, steps=1, progress=False, callback=lambda i: starts.add(i["frames"][0])))
+    new = sorted(first + 2 for first in starts if first > 0)  # each later window's first new frame
+    assert FAMILIES["tensor"].seams(tensor, 11) == new == [4, 6, 8, 10]
+    msc = FAMILIES["msc"].build("DiT-N/4", **CLIP)
+    assert FAMILIES["msc"].seams(msc, 11) == []  # one causal rollout: nothing is stitched

@@ -121,3 +121,26 @@ def test_a_thousand_frames_stream_to_disk(monkeypatch, tmp_path):
     assert len(files) == 1203 and files[-1].name == "001202.png"
     with Image.open(out / "sequence.gif") as gif:
         assert gif.n_frames == 1203
+
+
+class CallNumber:
+    """Stands in for ``grids.sample``: every new cell of call ``k`` holds the value ``k / 100``; known cells stay."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, diffusion, model, shape, *, known=None, known_mask=None, **_):
+        grid = torch.full(shape, self.calls / 100)
+        self.calls += 1
+        return grid if known is None else torch.where(known_mask, known, grid)
+
+
+@pytest.mark.parametrize("n,rows,cols,overlap,interpolate", [(20, 2, 2, 2, False), (23, 3, 3, 6, False),
+                                                              (30, 3, 2, 4, True), (33, 4, 2, 6, True)])  # fmt: skip
+def test_seams_are_where_another_grid_takes_over(monkeypatch, n, rows, cols, overlap, interpolate):
+    monkeypatch.setattr(grids, "sample", CallNumber())
+    frames = generate_frames(fake_model(3, 4 * rows, 4 * cols), Diffusion(), n, rows=rows, cols=cols, overlap=overlap,
+                             interpolate=interpolate, steps=1, progress=False)  # fmt: skip
+    made_by = [round(float(f[0, 0, 0, 0]) * 100) for f in frames]  # which call made each frame
+    seams = [t for t in range(1, n) if made_by[t] != made_by[t - 1]]
+    assert seams == SequencePlan(n, rows, cols, overlap, interpolate).seams() and seams
