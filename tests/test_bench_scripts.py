@@ -26,6 +26,19 @@ def test_coherence_script_compares_settings_beside_the_baselines(tmp_path):
     assert report["results"]["saved with the checkpoint"]["settings"]["sampler"] == "ddpm"
     assert report["results"]["saved with the checkpoint"]["settings"]["resample"] == 5
     assert report["baselines"]["real"]["score"] > 0.9 > report["baselines"]["shuffled"]["score"]
+    assert report["baselines"]["real"]["plausible_rate"] == 1.0 > 0.5 > report["baselines"]["shuffled"]["plausible_rate"]
+    assert report["results"]["saved with the checkpoint"]["coherence"]["seams"] == [4, 6]  # 8 frames, overlap 2
+    assert (out.with_suffix(".png")).stat().st_size > 1000
+
+
+def test_motion_metric_script_checks_the_rate_on_known_breaks(tmp_path):
+    out = tmp_path / "motion.json"
+    script("motion_metric").main(["--quick", "--out", str(out)])
+    results = json.loads(out.read_text())["results"]
+    assert list(results) == ["demo balls (16 px)", "two balls (32 px)", "digits (32 px)"]
+    demo = results["demo balls (16 px)"]
+    assert demo["real"]["plausible_rate"] == 1.0 and demo["frozen"]["plausible_rate"] == 0.0
+    assert all(r["plausible_rate"] == 1.0 for r in demo["restyled"].values()) and len(demo["broken"]) == 12
     assert (out.with_suffix(".png")).stat().st_size > 1000
 
 

@@ -3,6 +3,7 @@
 Bad input ends with one line on stderr and exit code 2.
 """
 
+import os
 import sys
 
 from gridit_core.errors import GriditError
@@ -25,4 +26,7 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (gridit study --dry-run | head): not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python flushes stdout at exit; this one takes it)
+        return 0
     return 0
