@@ -82,3 +82,10 @@ def test_families_benchmark_reports_every_section(tmp_path, monkeypatch):
     assert measured == ["autoregressive"] and json.loads(out.read_text()) == again
     assert again["by_length"] == report["by_length"] and len(again["autoregressive"]["cached"]) == 3
     assert [u["command"] for u in again["updated"]] == ["python benchmarks/families.py --quick --only autoregressive"]
+
+
+def test_learning_curve_script_scores_snapshots_along_training(tmp_path):
+    out = tmp_path / "curve.json"
+    report = script("learning_curve").main(["--quick", "--arch", "msc", "--out", str(out)])
+    assert [r["step"] for r in report["snapshots"]] == [10, 20] and json.loads(out.read_text())["arch"] == "msc"
+    assert all(0 <= r["detection_rate"] <= 1 for r in report["snapshots"])

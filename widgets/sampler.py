@@ -9,6 +9,7 @@ import ipywidgets as W
 from gridit_core.diffusion import STEPPER_KINDS
 from gridit_core.errors import GriditError
 from gridit_core.sampling import CAUSAL_SCHEDULES, FAMILIES, SAMPLE_OUTPUTS, SampleConfig
+from gridit_core.sampling.config import CONDITIONINGS
 from gridit_core.sampling.families import DEFAULT_FAMILY
 from gridit_core.sampling.upscale import SAMPLE_AUG
 from gridit_core.util.io import FrameWriter, prepare_output_dir
@@ -50,6 +51,8 @@ class SequenceSampler(W.VBox):
             "resample": _int("resample", 1, min=1),
             "overlap": _int("overlap", 0),
             "interpolate": W.Checkbox(description="in-betweening"),
+            "conditioning": W.Dropdown(options=CONDITIONINGS, description="conditioning"),
+            "guidance": W.BoundedFloatText(value=0.0, min=0, max=1e3, step=0.5, description="reconstruction"),
             "schedule": W.Dropdown(options=CAUSAL_SCHEDULES, description="schedule"),
             "chunk": _int("chunk", 1, min=1),
             "context": _int("context", 0),

@@ -14,9 +14,9 @@ QUICKSTART = REPO_ROOT / "notebooks" / "experiments" / "quickstart.ipynb"
 # model config fields the trainer sets from the grid, clip and diffusion flags; --model-kwargs may set the others
 TRAINER_SET = {"input_size", "in_channels", "out_channels", "aug_cond", "rows", "cols", "pos_embed", "learn_sigma",
                "arch", "frame_size", "frames"}  # fmt: skip
-CLIP_FLAGS = {"frames": "--frames", "noise": "--noise"}  # TrainConfig fields of the families that train on clips
-SAMPLE_FLAGS = ("sampler", "steps", "eta", "resample", "overlap", "interpolate", "schedule", "chunk", "context",
-                "context_noise")  # the SampleConfig fields gridit sample has a flag for
+CLIP_FLAGS = {"frames": "--frames"}  # TrainConfig fields of the families that train on clips
+SAMPLE_FLAGS = ("sampler", "steps", "eta", "resample", "overlap", "interpolate", "conditioning", "guidance", "schedule",
+                "chunk", "context", "context_noise")  # the SampleConfig fields gridit sample has a flag for
 
 
 def _flag(name):
@@ -104,7 +104,7 @@ def _arch_args(a):
         raise GriditError(f"options that a {a.arch} model does not take: {', '.join(wrong)}")
     kwargs = {name: getattr(a, name) for name in family.model_options if getattr(a, name) is not None}
     out = {"arch": a.arch, "model_kwargs": {**a.model_kwargs, **kwargs}}
-    return out | {name: getattr(a, name) for name in CLIP_FLAGS if getattr(a, name) is not None}
+    return out | {name: getattr(a, name) for name in (*CLIP_FLAGS, "noise") if getattr(a, name) is not None}
 
 
 def cmd_train(a):
@@ -163,18 +163,20 @@ def cmd_sample(a):
     stage1 = dict(settings=settings, seed=a.seed, device=model.pos_embed.device, fps=a.fps, progress=_progress(),
                   codec=codec)
     out = Path(a.out)
+    where = f"{out / 'seq_000'} ... {out / f'seq_{a.sequences - 1:03d}'}" if a.sequences > 1 else str(out)
     if a.sr_ckpt is None:
-        sample_sequence(model, diffusion, a.frames, out_dir=out, overwrite=a.overwrite, **stage1)
-        print(f"wrote {a.frames} frames to {out / 'frames'} and {out / 'sequence.gif'}")
+        sample_sequence(model, diffusion, a.frames, out_dir=out, overwrite=a.overwrite, n_sequences=a.sequences, **stage1)
+        print(f"wrote {a.sequences} x {a.frames} frames to {where} (frames/ and sequence.gif)" if a.sequences > 1
+              else f"wrote {a.frames} frames to {out / 'frames'} and {out / 'sequence.gif'}")  # fmt: skip
         return
     sr_model, sr_diffusion, sr_cfg = sr
     sr_codec = load_codec(sr_cfg, sr_model, **vae)
     defaults = {"aug_level": a.noise_level, "sr_batch": a.sr_batch, "sr_steps": a.sr_steps or a.steps,
                 "sr_sampler": a.sampler, "sr_eta": a.eta}  # None: the pipeline's own default
     sample_two_stage(model, diffusion, cfg, sr_model, sr_diffusion, sr_cfg, a.frames, out, overwrite=a.overwrite,
-                     sr_codec=sr_codec,
-                     **{k: v for k, v in defaults.items() if v is not None}, **stage1)
-    print(f"wrote {a.frames} frames to {out / 'frames'} ({sr_cfg.frame_size}px) and {out / 'frames_lr'} "
+                     sr_codec=sr_codec, n_sequences=a.sequences,
+                     **{k: v for k, v in defaults.items() if v is not None}, **stage1)  # fmt: skip
+    print(f"wrote {a.sequences} x {a.frames} frames to {where}: frames/ ({sr_cfg.frame_size}px) and frames_lr/ "
           f"({cfg.frame_size}px), with sequence.gif and sequence_lr.gif")
 
 

@@ -86,6 +86,7 @@ def build_parser():
     from gridit_core.models.sr import MAX_AUG, SAMPLE_AUG, SCALES
     from gridit_core.models.video import ATTENTIONS, GATES, VideoDiTConfig
     from gridit_core.sampling import CAUSAL_SCHEDULES, FAMILIES, SampleConfig
+    from gridit_core.sampling.config import CONDITIONINGS
     from gridit_core.training.config import TrainConfig
     from gridit_core.util.device import PRECISIONS
 
@@ -116,8 +117,9 @@ def build_parser():
                    help=f"tensor, msc: clip length T the model trains on (default {train.frames})")
     noise_modes = sorted({m for f in FAMILIES.values() for m in f.noise_modes})
     p.add_argument("--noise", choices=noise_modes, default=None,
-                   help="tensor, msc: one noise level per frame (Diffusion Forcing) or one per clip "
-                        "(default: per-frame for msc, shared for tensor)")
+                   help="training noise levels: one per grid or clip (shared), one per cell or frame (per-frame, "
+                        "Diffusion Forcing), or leading cells given clean and the rest at one level (context, how "
+                        "continuation grids are sampled) (default: per-frame for msc, shared for grid and tensor)")
     p.add_argument("--attention", choices=ATTENTIONS["tensor"], default=None,
                    help="tensor: full attention over all tokens (default) or factorized space-then-time (Latte)")
     msc = VideoDiTConfig(arch="msc", depth=1, num_heads=2, hidden_size=8, frame_size=8, pool=1)  # defaults only
@@ -200,6 +202,13 @@ def build_parser():
                    help=f"keyframes, then an in-betweening pass between keyframe rows ({saved} off)")
     p.add_argument("--resample", type=_positive(int), default=None,
                    help=f"RePaint resampling per step, 1 = replace once ({saved} {smp.resample})")
+    p.add_argument("--conditioning", choices=CONDITIONINGS, default=None,
+                   help="grid, tensor: known cells noised to each step and written over the sample (replace, RePaint, "
+                        "the official), or given at their own level with their own timestep (clean; the level is "
+                        f"--context-noise) ({saved} {smp.conditioning})")
+    p.add_argument("--guidance", type=_at_least_zero(float), default=None,
+                   help="grid, tensor: reconstruction guidance weight (Video Diffusion Models), 0 = none "
+                        f"({saved} {smp.guidance})")
     p.add_argument("--schedule", choices=CAUSAL_SCHEDULES, default=None,
                    help=f"msc: Diffusion Forcing scheduling: one chunk at a time, a pyramid of noise levels, or all "
                         f"frames together ({saved} {smp.schedule})")
@@ -207,7 +216,11 @@ def build_parser():
     p.add_argument("--context", type=_at_least_zero(int), default=None,
                    help=f"msc: past frames kept in the cache ({saved} all the model can see)")
     p.add_argument("--context-noise", type=_unit_interval, default=None,
-                   help=f"msc: re-noise context frames to this fraction of the process ({saved} {smp.context_noise})")
+                   help="msc, and grid/tensor with --conditioning clean: context frames at this fraction of the "
+                        f"process ({saved} {smp.context_noise})")
+    p.add_argument("--sequences", type=_positive(int), default=1,
+                   help="sequences sampled together in one batched call; more than one go to DIR/seq_000/, "
+                        "DIR/seq_001/, ... (default 1: DIR itself)")
     p.add_argument("--fps", type=_positive(int), default=8)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace frames/ and sequence.gif already in --out")

@@ -127,15 +127,19 @@ class Stepper:
         """Undo the step into ``t``: draw x_t ~ q(x_t | x_prev) of the respaced process (RePaint's jump back)."""
         return self._coef("sqrt_1m_betas", t, x_prev) * x_prev + self._coef("sqrt_betas", t, x_prev) * self._noise(x_prev)
 
-    def _x0_eps(self, model_output, t, x):
+    def predict(self, model_output, t, x, x0_shift=None):
+        """``(x0, eps)`` that ``model_output`` implies at ``(t, x)``; ``x0_shift`` (x's shape) is added to x0 before
+        the clamp (reconstruction guidance), and eps is then taken consistent with the x0 used."""
         k = x.ndim - 3  # the channel axis of (N, C, H, W) or (N, F, C, H, W)
         c = x.shape[k]
         if model_output.ndim != x.ndim or model_output.shape[:k] != x.shape[:k] or model_output.shape[k] not in (c, 2 * c):
             raise GriditError(f"model output {tuple(model_output.shape)} does not fit a sample {tuple(x.shape)}")
         a, s = self._coef("sqrt_acp", t, x), self._coef("sqrt_1m_acp", t, x)
         x0, eps = x0_and_eps(self.diffusion.config.prediction, model_output.narrow(k, 0, c), x, a, s)
-        if self.x0_range is not None:  # clamp x0 to the data range, then take the eps consistent with it
-            x0 = x0.clamp(*self.x0_range)
+        if x0_shift is not None:
+            x0 = x0 + x0_shift
+        if self.x0_range is not None or x0_shift is not None:  # clamp x0 to the data range, eps consistent with it
+            x0 = x0 if self.x0_range is None else x0.clamp(*self.x0_range)
             eps = (x - a * x0) / s
         return x0, eps
 
@@ -143,9 +147,9 @@ class Stepper:
         """x_t -> x_prev, the sample at the next timestep of ``timesteps`` (clean x_0 after the last one)."""
         return self.step_with_x0(model_output, t, x)[0]
 
-    def step_with_x0(self, model_output, t, x):
-        """``(x_prev, x0_pred)``: ``step`` and the predicted clean sample it used."""
-        x0, eps = self._x0_eps(model_output, t, x)
+    def step_with_x0(self, model_output, t, x, x0_shift=None):
+        """``(x_prev, x0_pred)``: ``step`` and the predicted clean sample it used (``x0_shift``: see ``predict``)."""
+        x0, eps = self.predict(model_output, t, x, x0_shift)
         coef = lambda name: self._coef(name, t, x)  # noqa: E731
         if self.sampler == "ddim":  # DDIM eq. 12, sigma from eq. 16 scaled by eta
             x_prev = coef("sqrt_acp_prev") * x0 + coef("ddim_dir") * eps
@@ -180,13 +184,22 @@ def _default_device(device, noise, known, model):
 @torch.no_grad()
 def run_stepper(
     stepper, model, shape, *, y=None, guidance_scale=1.0, known=None, known_mask=None, resample=1,
-    noise=None, device=None, callback=None, model_kwargs=None,
+    noise=None, device=None, callback=None, model_kwargs=None, context=None, context_t=0, reconstruction=0.0,
 ):  # fmt: skip
-    """Sample with ``stepper`` from x_T; known-region conditioning and resampling as in RePaint (Lugmayr et al. 2022).
+    """Sample with ``stepper`` from x_T, with ``known`` values in ``known_mask`` (returned exactly there).
 
-    Before every model call the known region is overwritten with ``known`` noised to the current timestep. With
-    ``resample = U`` each step is done U times, re-noising the result back to t in between (RePaint algorithm 1); the
-    final step is done once since nothing follows it. The returned sample equals ``known`` exactly where known.
+    Known-region conditioning, by default RePaint's replacement (Lugmayr et al. 2022): before every model call the
+    known region is overwritten with ``known`` noised to the current timestep. With ``resample = U`` each step is done
+    U times, re-noising the result back to t in between (RePaint algorithm 1); the final step is done once.
+
+    ``context`` (bool ``(F,)`` or ``(N, F)``: which cells of a grid, or frames of a clip, are known) switches to
+    clean context: the known region enters every model call as ``known`` noised once to ``context_t`` (0: clean),
+    and the model is told so by its timestep, one per cell or frame: ``context_t`` where ``context``, the step's
+    timestep elsewhere (a model trained with per-cell levels has seen exactly this).
+
+    ``reconstruction > 0`` adds reconstruction guidance (Ho et al. 2022, Video Diffusion Models, eq. 7): the unknown
+    region's predicted x0 moves by ``-reconstruction * sqrt(acp_t) / 2`` times the gradient, with respect to x_t, of
+    the squared error between the known values and their prediction; the known region is left to the conditioning.
     """
     shape = tuple(shape)
     if len(shape) not in (4, 5):
@@ -195,6 +208,10 @@ def run_stepper(
         raise GriditError(f"resample must be an integer >= 1, got {resample!r}")
     if (known is None) != (known_mask is None):
         raise GriditError("known and known_mask must be given together")
+    if known is None and (context is not None or reconstruction):
+        raise GriditError("clean context and reconstruction guidance need known values (known, known_mask)")
+    if not reconstruction >= 0:
+        raise GriditError(f"the reconstruction guidance weight must be >= 0, got {reconstruction}")
     device = _default_device(device, noise, known, model)
     if noise is not None and tuple(noise.shape) != shape:
         raise GriditError(f"noise shape {tuple(noise.shape)} differs from the sample shape {shape}")
@@ -209,17 +226,27 @@ def run_stepper(
         if not fits:
             raise GriditError(f"known_mask shape {tuple(known_mask.shape)} does not broadcast to {shape}")
         known, known_mask = known.to(device=device, dtype=x.dtype), known_mask.to(device).bool()
+    given = None  # clean context: the known region as the model sees it, at its own level
+    if context is not None:
+        context = torch.as_tensor(context, dtype=torch.bool, device=device).expand(shape[0], -1)  # (N, F)
+        level = torch.full(shape[:1], int(context_t), dtype=torch.long, device=device)
+        given = known if context_t == 0 else stepper.diffusion.q_sample(known, level, randn(shape, stepper.generator, device))
     if y is not None and tuple(y.shape) != shape[:1]:
         raise GriditError(f"labels y must have shape ({shape[0]},), got {tuple(y.shape)}")
     y = y.to(device) if y is not None else None
+    call = dict(y=y, guidance_scale=guidance_scale, model_kwargs=model_kwargs)
     steps = len(stepper.timesteps)
     for i, t in enumerate(stepper.timesteps):
         repeats = 1 if i == steps - 1 else resample
+        t_model = t if context is None else torch.where(context, int(context_t), int(t))  # () or (N, F)
         for r in range(repeats):
             if known is not None:
-                x = torch.where(known_mask, stepper.add_noise(known, t), x)
-            out = model_output(model, x, t, y=y, guidance_scale=guidance_scale, model_kwargs=model_kwargs)
-            x_prev, x0 = stepper.step_with_x0(out, t, x)
+                x = torch.where(known_mask, stepper.add_noise(known, t) if given is None else given, x)
+            if reconstruction:
+                out, shift = _reconstruction(stepper, model, x, t, t_model, known, known_mask, reconstruction, call)
+                x_prev, x0 = stepper.step_with_x0(out, t, x, x0_shift=shift)
+            else:
+                x_prev, x0 = stepper.step_with_x0(model_output(model, x, t_model, **call), t, x)
             if r < repeats - 1:
                 x = stepper.renoise(x_prev, t)
         x = x_prev
@@ -230,12 +257,24 @@ def run_stepper(
     return x
 
 
+def _reconstruction(stepper, model, x, t, t_model, known, known_mask, weight, call):
+    """``(model output, x0 shift)``: the output at ``x`` and reconstruction guidance's shift of the unknown x0."""
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        out = model_output(model, xg, t_model, **call)
+        x0, _ = stepper.predict(out, t, xg)
+        error = ((known - x0) ** 2).masked_fill(~known_mask, 0).sum()
+        (grad,) = torch.autograd.grad(error, xg)
+    shift = -(weight / 2) * stepper._coef("sqrt_acp", t, x) * grad
+    return out.detach(), shift.masked_fill(known_mask, 0)
+
+
 def ddpm_sample(diffusion, model, shape, *, steps=250, generator=None, clip_x0=True, **kwargs):
     """Ancestral sampling (DDPM algorithm 2) over ``steps`` respaced timesteps (IDDPM sec. 4); GriDiT uses 250.
 
     The variance is learned (IDDPM eq. 15) when the model outputs 2C channels, else the posterior beta_tilde.
     Keywords as ``run_stepper``: ``y``, ``guidance_scale``, ``known``, ``known_mask``, ``resample``, ``noise``,
-    ``device``, ``callback``, ``model_kwargs``.
+    ``device``, ``callback``, ``model_kwargs``, ``context``, ``context_t``, ``reconstruction``.
     """
     stepper = Stepper(diffusion, "ddpm", steps, 0.0, generator, clip_x0=clip_x0)
     return run_stepper(stepper, model, shape, **kwargs)

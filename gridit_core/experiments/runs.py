@@ -19,8 +19,10 @@ from gridit_core.errors import GriditError
 from gridit_core.experiments.figures import loss_figure  # noqa: F401 (train.ipynb's name)
 from gridit_core.experiments.params import Param, check_params
 from gridit_core.sampling import CAUSAL_SCHEDULES, FAMILIES, SampleConfig, generate_frames, get_family, sample_sequence
+from gridit_core.sampling.config import CONDITIONINGS
 from gridit_core.sampling.families import write_sample_record
 from gridit_core.training import read_metrics
+from gridit_core.training.losses import NOISE_MODES
 from gridit_core.util.io import FrameWriter, write_bytes_atomic, write_text_atomic
 
 COMPONENTS = ("motion_error_px", "jump_rate", "reversal_rate", "stop_fraction")  # coherence parts worth charting
@@ -31,6 +33,9 @@ _SAMPLING = {  # shared by train.ipynb and sample.ipynb
     "SAMPLE_STEPS": Param(int, low=0),
     "RESAMPLE": Param(int, low=0),
     "OVERLAP": Param(int, low=-1),
+    "CONDITIONING": Param(str, choices=("", *CONDITIONINGS)),
+    "GUIDANCE": Param(float, low=-1),
+    "CONTEXT_NOISE": Param(float, low=-1, high=0.99),
     "SCHEDULE": Param(str, choices=("", *CAUSAL_SCHEDULES)),
     "CHUNK": Param(int, low=0),
     "SAMPLE_FRAMES": Param(str),
@@ -51,7 +56,7 @@ TRAIN_PARAMS = {
     "FRAMES": Param(int, low=2),
     "FRAME_SIZE": Param(int, low=4),
     "POS_EMBED": Param(str, choices=("grid2d", "frame3d")),
-    "NOISE": Param(str, choices=("", "per-frame", "shared")),
+    "NOISE": Param(str, choices=("", *NOISE_MODES)),
     "ATTENTION": Param(str, choices=("full", "factorized")),
     "WINDOW": Param(int, low=1),
     "P_FRAMES": Param(int, low=0),
@@ -267,11 +272,11 @@ def train(cfg, out_dir, *, time_budget=0.0, flop_budget=0.0, data_fraction=1.0):
 
 def settings_of(p, saved=None):
     """``SampleConfig`` from the notebook's sampling parameters over ``saved`` (a checkpoint's saved settings): an
-    empty or 0 value keeps the saved setting (else the library default), ``OVERLAP = -1`` the saved or the family's
-    default overlap."""
+    empty or 0 value keeps the saved setting (else the library default), and so does -1 for ``OVERLAP``, ``GUIDANCE``
+    and ``CONTEXT_NOISE`` (the overlap's default is the family's)."""
     given = {"sampler": p["SAMPLER"] or None, "steps": p["SAMPLE_STEPS"] or None, "resample": p["RESAMPLE"] or None,
-             "schedule": p["SCHEDULE"] or None, "chunk": p["CHUNK"] or None,
-             "overlap": p["OVERLAP"] if p["OVERLAP"] >= 0 else None}  # fmt: skip
+             "schedule": p["SCHEDULE"] or None, "chunk": p["CHUNK"] or None, "conditioning": p["CONDITIONING"] or None,
+             **{k: p[k.upper()] if p[k.upper()] >= 0 else None for k in ("overlap", "guidance", "context_noise")}}  # fmt: skip
     return SampleConfig.over(saved, given)
 
 

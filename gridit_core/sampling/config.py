@@ -8,6 +8,7 @@ from gridit_core.diffusion import STEPPER_KINDS
 from gridit_core.errors import GriditError
 
 CAUSAL_SCHEDULES = ("autoregressive", "pyramid", "full")  # Diffusion Forcing's scheduling matrices (sampling.rollout)
+CONDITIONINGS = ("replace", "clean")  # how a grid's or window's known cells condition the rest (diffusion.run_stepper)
 
 
 @dataclass
@@ -20,10 +21,14 @@ class SampleConfig:
     resample: int = 1  # RePaint: each step done this many times with the known cells re-imposed (1: replace once)
     overlap: int | None = None  # known frames per continuation grid / window; None: all but the last row (grid), T/2
     interpolate: bool = False  # grid: keyframes, then in-betweening grids (see sampling.grids)
+    conditioning: str = "replace"  # grid, tensor: known cells noised to each step and written over the sample (RePaint,
+    # the official behaviour), or "clean": given at their own level (context_noise) with their own timestep
+    guidance: float = 0.0  # grid, tensor: reconstruction guidance weight (Video Diffusion Models); 0: none
     schedule: str = "autoregressive"  # msc: Diffusion Forcing's scheduling: autoregressive, pyramid or full
     chunk: int = 1  # msc: frames that start together (one chunk is denoised at a time when autoregressive)
     context: int | None = None  # msc: past frames kept in the cache; None: all the model can see (its span)
-    context_noise: float = 0.0  # msc: context frames are re-noised to this fraction of the process (stabilisation)
+    context_noise: float = 0.0  # msc, and grid/tensor with clean conditioning: the level of context frames, as a
+    # fraction of the process (Diffusion Forcing's stabilisation)
 
     def __post_init__(self):
         if self.sampler not in STEPPER_KINDS:
@@ -42,6 +47,10 @@ class SampleConfig:
             raise GriditError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(CAUSAL_SCHEDULES)}")
         if not 0 <= self.context_noise < 1:
             raise GriditError(f"context_noise must lie in [0, 1), got {self.context_noise}")
+        if self.conditioning not in CONDITIONINGS:
+            raise GriditError(f"unknown conditioning {self.conditioning!r}; choose one of {', '.join(CONDITIONINGS)}")
+        if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)) or not self.guidance >= 0:
+            raise GriditError(f"guidance must be a number >= 0, got {self.guidance!r}")
 
     @classmethod
     def names(cls):
@@ -62,6 +71,10 @@ class SampleConfig:
         """The settings ``given`` (None: not given) over ``saved`` (a checkpoint's), the rest the defaults: how
         ``gridit sample``, the notebooks and the widgets choose a model's settings."""
         return cls.from_dict({**(saved or {}), **{k: v for k, v in given.items() if v is not None}}, what)
+
+    def context_t(self, num_steps):
+        """The timestep context frames are given at: ``context_noise`` of a process of ``num_steps``."""
+        return round(self.context_noise * (num_steps - 1))
 
     def pick(self, names):
         """The fields ``names`` as a dict (a family's ``sample_fields``)."""

@@ -45,7 +45,7 @@ class Family:
     build_fn: Callable  # (size name, **config fields) -> model
     sampler: Callable  # (model, diffusion, n_frames, SampleConfig, **keywords) -> iterator of frames
     sample_fields: tuple  # the SampleConfig fields the sampler uses
-    noise_modes: tuple  # training noise levels: "shared" (one per sample) or "per-frame"; the default first
+    noise_modes: tuple  # training noise levels (training.losses.NOISE_MODES it supports); the default first
     model_options: tuple  # model config fields that the CLI's and the notebooks' family options set
     unit: str  # what one sampler call makes: "grid", "window" or "rollout"
     on_grids: bool  # frames tiled into one grid image; else clips (B, T, C, H, W)
@@ -107,13 +107,16 @@ class Family:
 FAMILIES = {
     "grid": Family(
         "grid", "GriDiT: a 2D DiT on grid images of frames", DiT, build_dit, grid_frames,
-        sample_fields=("sampler", "steps", "eta", "resample", "overlap", "interpolate"), noise_modes=("shared",),
+        sample_fields=("sampler", "steps", "eta", "resample", "overlap", "interpolate", "conditioning", "guidance",
+                       "context_noise"),
+        noise_modes=("shared", "per-frame", "context"),
         model_options=(), unit="grid", on_grids=True, stage2=True,
     ),
     "tensor": Family(
         "tensor", "a DiT over the sequence as one tensor (the baseline)", VideoDiT,
         lambda size, **kw: build_video_dit(size, arch="tensor", **kw), window_frames,
-        sample_fields=("sampler", "steps", "eta", "resample", "overlap"), noise_modes=("shared", "per-frame"),
+        sample_fields=("sampler", "steps", "eta", "resample", "overlap", "conditioning", "guidance", "context_noise"),
+        noise_modes=("shared", "per-frame", "context"),
         model_options=("attention",), unit="window", on_grids=False,
     ),
     "msc": Family(
@@ -189,23 +192,38 @@ def write_sample_record(out_dir, model, n_frames, settings=None, **given):
                       Path(out_dir) / SAMPLE_RECORD)  # fmt: skip
 
 
+def sequence_folders(out_dir, n_sequences):
+    """Where each of ``n_sequences`` sampled sequences goes: ``out_dir`` itself for one, else ``out_dir/seq_000``, ..."""
+    out_dir = Path(out_dir)
+    return [out_dir] if n_sequences == 1 else [out_dir / f"seq_{k:03d}" for k in range(n_sequences)]
+
+
+def prepare_sample_dir(out_dir, overwrite, n_sequences):
+    """``util.io.prepare_output_dir`` for a sampling run of ``n_sequences`` (every earlier ``seq_*`` folder counts as
+    a result: refused unless ``overwrite``, then cleared with the rest); returns the sequences' folders."""
+    out_dir = Path(out_dir)
+    earlier = sorted(p.name for p in out_dir.glob("seq_*") if p.is_dir()) if out_dir.is_dir() else []
+    prepare_output_dir(out_dir, overwrite, [*SAMPLE_OUTPUTS, *earlier])
+    return sequence_folders(out_dir, n_sequences)
+
+
 def sample_sequence(model, diffusion, n_frames, settings=None, *, out_dir=None, overwrite=False, fps=8, n_sequences=1,
                     **kwargs):  # fmt: skip
-    """Sample ``n_sequences`` sequences of exactly ``n_frames`` frames (``generate_frames``'s arguments).
+    """Sample ``n_sequences`` sequences of exactly ``n_frames`` frames together (``generate_frames``'s arguments).
 
-    Without ``out_dir`` returns a tensor ``(n_sequences, n_frames, C, H, W)`` in [-1, 1]. With it, streams the
-    (single) sequence to ``out_dir/frames/*.png`` and ``out_dir/sequence.gif``, with ``SAMPLE_RECORD`` beside them,
-    and returns the folder.
+    Without ``out_dir`` returns a tensor ``(n_sequences, n_frames, C, H, W)`` in [-1, 1]. With it, streams each
+    sequence to ``frames/*.png`` and ``sequence.gif`` of its folder (``sequence_folders``: ``out_dir`` for one
+    sequence, ``out_dir/seq_000``, ... for more), writes ``SAMPLE_RECORD`` into ``out_dir``, and returns ``out_dir``.
     """
     frames = generate_frames(model, diffusion, n_frames, settings, n_sequences=n_sequences, **kwargs)
     if out_dir is None:
         return torch.stack(list(frames), 1)
-    if n_sequences != 1:
-        raise GriditError("writing to a folder takes one sequence at a time (n_sequences=1)")
-    prepare_output_dir(out_dir, overwrite, SAMPLE_OUTPUTS)  # also clears a two-stage run's frames_lr/
-    writer = FrameWriter(out_dir, fps=fps)
-    for frame in frames:
-        writer.add(frame[0])
+    writers = [FrameWriter(d, fps=fps) for d in prepare_sample_dir(out_dir, overwrite, n_sequences)]
+    for frame in frames:  # (n_sequences, C, H, W)
+        for writer, f in zip(writers, frame):
+            writer.add(f)
     fields = {k: v for k, v in kwargs.items() if k in (*SampleConfig.names(), "rows", "cols")}
     write_sample_record(out_dir, model, n_frames, settings, **fields)
-    return writer.close()
+    for writer in writers:
+        writer.close()
+    return Path(out_dir)

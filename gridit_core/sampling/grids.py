@@ -119,12 +119,15 @@ def grid_frames(model, diffusion, n_frames, s, *, n_sequences=1, seed=0, device=
     opts = dict(sampler=s.sampler, steps=s.steps, resample=s.resample, device=device, clip_x0=codec.x0_range)
     if s.sampler == "ddim":
         opts["eta"] = s.eta
-    frames = _stream(model, diffusion, plan, layout, (n_sequences, model.in_channels, gh, gw), opts, seed, progress, callback)
+    conditioning = {"reconstruction": s.guidance, "clean": s.conditioning == "clean", "context_t": s.context_t(diffusion.num_steps)}
+    frames = _stream(model, diffusion, plan, layout, (n_sequences, model.in_channels, gh, gw), opts, conditioning, seed,
+                     progress, callback)  # fmt: skip
     return (codec.decode(z) for z in frames)  # (n_sequences, 3, H*f, W*f) each
 
 
-def _stream(model, diffusion, plan, layout, shape, opts, seed, progress, callback):
-    """The generator behind ``grid_frames``, once its settings are checked."""
+def _stream(model, diffusion, plan, layout, shape, opts, conditioning, seed, progress, callback):
+    """The generator behind ``grid_frames``, once its settings are checked; ``conditioning`` says how the known cells
+    of a continuation grid condition it (``diffusion.run_stepper``'s ``context``, ``context_t`` and ``reconstruction``)."""
     n_sequences, c = shape[:2]
     rows, cols, cells, overlap = plan.rows, plan.cols, plan.cells, plan.overlap
     device, steps = opts["device"], opts["steps"]
@@ -136,11 +139,16 @@ def _stream(model, diffusion, plan, layout, shape, opts, seed, progress, callbac
     def run(known_frames, known_cells, first):
         """Sample one grid, whose cells are frames ``first ..`` of the sequence, with ``known_frames``
         (B, K, C, H, W) in cells ``known_cells``; return its frames."""
+        extra = {}
         if known_cells:
             frames = torch.zeros(n_sequences, cells, c, layout.frame_h, layout.frame_w, device=device)
             frames[:, known_cells] = known_frames
             known = frames_to_grid(frames, rows, cols)  # (B, C, GH, GW)
             mask = layout.cell_mask(known_cells).to(device).unsqueeze(0)  # (1, 1, GH, GW)
+            extra["reconstruction"] = conditioning["reconstruction"]
+            if conditioning["clean"]:  # the known cells at their own level, one timestep per cell
+                extra["context"] = torch.isin(torch.arange(cells), torch.tensor(known_cells)).to(device)  # (F,)
+                extra["context_t"] = conditioning["context_t"]
         else:
             known = mask = None
 
@@ -150,7 +158,8 @@ def _stream(model, diffusion, plan, layout, shape, opts, seed, progress, callbac
                 callback({**info, "unit": grid_no[0], "units": plan.total_grids, "frames": (first, first + cells)})
 
         with torch.no_grad():
-            grid = sample(diffusion, model, shape, known=known, known_mask=mask, generator=generator, callback=on_step, **opts)
+            grid = sample(diffusion, model, shape, known=known, known_mask=mask, generator=generator, callback=on_step,
+                          **opts, **extra)  # fmt: skip
         grid_no[0] += 1
         return grid_to_frames(grid, rows, cols)  # (B, F, C, H, W)
 

@@ -168,6 +168,9 @@ def _window_frames(model, diffusion, n_frames, s, overlap, shape, device, seed, 
         opts["eta"] = s.eta
     mask = torch.zeros(1, t_len, 1, 1, 1, dtype=torch.bool, device=device)
     mask[:, :overlap] = True
+    known_opts = {"reconstruction": s.guidance}  # for the windows after the first
+    if s.conditioning == "clean":  # the known frames at their own level, one timestep per frame
+        known_opts |= {"context": mask.flatten(), "context_t": s.context_t(diffusion.num_steps)}
     bar = tqdm(total=windows * s.steps, desc="sampling", unit="step", disable=not progress)
     done, window = 0, None
     try:
@@ -184,8 +187,9 @@ def _window_frames(model, diffusion, n_frames, s, overlap, shape, device, seed, 
                     callback({**info, "unit": w, "units": windows, "frames": (first, first + t_len)})
 
             with torch.no_grad():
+                more = known_opts if known is not None else {}
                 window = sample(diffusion, model, window_shape, known=known, known_mask=mask if known is not None else None,
-                                generator=generator, callback=on_step, **opts)  # fmt: skip
+                                generator=generator, callback=on_step, **opts, **more)  # fmt: skip
             for f in range(0 if w == 0 else overlap, t_len):
                 if done == n_frames:
                     return

@@ -1,7 +1,7 @@
 """Stage 1 then stage 2: a low-resolution sequence, super-resolved frame by frame and streamed to disk in batches.
 
 ``sample_two_stage`` writes each stage-1 frame to ``frames_lr/`` as soon as it is final and, every ``sr_batch``
-frames, the super-resolved batch to ``frames/``; ``upscale_folder`` runs stage 2 alone on a folder of frames. Both
+frames of a sequence, the super-resolved batch to its ``frames/``; ``upscale_folder`` runs stage 2 alone on a folder of frames. Both
 super-resolve the frames as written to disk (8-bit PNG), and batch ``b`` is seeded with ``batch_seed(seed, b)``, so
 ``upscale_folder`` on ``frames_lr/`` with the same seed, batch size and settings gives back ``frames/`` exactly.
 Memory holds one batch (plus the GIFs' 1-byte palette frames), whatever the length.
@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from gridit_core.data.sources import FolderSequence
 from gridit_core.errors import GriditError
 from gridit_core.sampling.config import SampleConfig
-from gridit_core.sampling.families import SAMPLE_OUTPUTS, generate_frames, write_sample_record
+from gridit_core.sampling.families import generate_frames, prepare_sample_dir, write_sample_record
 from gridit_core.sampling.upscale import SAMPLE_AUG, check_upscale_settings, upscale_frames
 from gridit_core.util.image import frames_to_tensor
 from gridit_core.util.io import FrameWriter, prepare_output_dir
@@ -27,42 +27,27 @@ def batch_seed(seed, b):
     return (seed * 1_000_003 + b) % 2**64
 
 
-def _batched(items, n):
-    """Lists of ``n`` consecutive items (the last may be shorter), taken from ``items`` only as each list fills."""
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _upscale_into(writer, model, diffusion, batches, total, *, seed, progress, **opts):
-    """Super-resolve batches of PIL frames in order, writing each batch's frames before the next batch is read."""
-    with tqdm(total=total, desc="upscaling", unit="frame", disable=not progress) as bar:
-        for b, images in enumerate(batches):
-            lr = frames_to_tensor(images)  # (B, 3, h, w)
-            hr = upscale_frames(model, diffusion, lr, seed=batch_seed(seed, b), batch_size=len(images), **opts)
-            for frame in hr:  # (3, H, W)
-                writer.add(frame)
-            bar.update(len(images))
+def _upscale_batch(writer, model, diffusion, images, b, seed, **opts):
+    """Super-resolve a batch of PIL frames (batch ``b``, seeded ``batch_seed(seed, b)``) into ``writer``."""
+    lr = frames_to_tensor(images)  # (B, 3, h, w)
+    for frame in upscale_frames(model, diffusion, lr, seed=batch_seed(seed, b), batch_size=len(images), **opts):
+        writer.add(frame)  # (3, H, W)
 
 
 def sample_two_stage(
     stage1_model, stage1_diffusion, stage1_cfg, sr_model, sr_diffusion, sr_cfg, n_frames, out_dir, *,
     overwrite=False, sr_batch=16, aug_level=SAMPLE_AUG, sr_steps=50, sr_sampler="ddim", sr_eta=0.0, seed=0, fps=8,
-    progress=True, codec=None, sr_codec=None, **stage1_kwargs,
+    progress=True, codec=None, sr_codec=None, n_sequences=1, **stage1_kwargs,
 ):  # fmt: skip
-    """Sample one sequence of exactly ``n_frames`` frames with stage 1 and super-resolve every frame with stage 2.
+    """Sample ``n_sequences`` sequences of exactly ``n_frames`` frames together with stage 1 and super-resolve every
+    frame with stage 2.
 
-    Writes ``out_dir/frames_lr/*.png`` and ``sequence_lr.gif`` (stage 1), ``out_dir/frames/*.png`` and
-    ``sequence.gif`` (stage 2), and returns ``out_dir``. ``stage1_kwargs`` go to ``sampling.generate_frames``
-    (``overlap``, ``interpolate``, ``sampler``, ``steps``, ``eta``, ``resample``, ``device``, ``callback``).
-    ``codec`` and ``sr_codec`` are the stages' VAE codecs (``training.load_codec``; None in pixel space): the stages pass
-    each other RGB frames either way. The two stages' frame sizes and every setting are checked before the folder is
-    touched.
+    Each sequence's folder (``families.sequence_folders``: ``out_dir`` for one, ``out_dir/seq_000``, ... for more)
+    gets ``frames_lr/*.png`` and ``sequence_lr.gif`` (stage 1), ``frames/*.png`` and ``sequence.gif`` (stage 2);
+    ``out_dir`` gets ``sampling.json``; returns ``out_dir``. ``stage1_kwargs`` go to ``sampling.generate_frames``
+    (``settings``, ``device``, ``callback`` and ``SampleConfig`` fields). ``codec`` and ``sr_codec`` are the stages'
+    VAE codecs (``training.load_codec``; None in pixel space): the stages pass each other RGB frames either way. The
+    two stages' frame sizes and every setting are checked before the folder is touched.
     """
     lr_side, hr_side, scale = stage1_cfg.frame_size, sr_cfg.frame_size, sr_cfg.scale
     if hr_side != lr_side * scale:
@@ -73,18 +58,34 @@ def sample_two_stage(
     opts = dict(aug_level=aug_level, steps=sr_steps, sampler=sr_sampler, eta=sr_eta, codec=sr_codec)
     check_upscale_settings(sr_model, sr_diffusion, scale, batch_size=sr_batch, **opts)
     frames = generate_frames(stage1_model, stage1_diffusion, n_frames, rows=stage1_cfg.rows, cols=stage1_cfg.cols,
-                             seed=seed, progress=progress, codec=codec, **stage1_kwargs)  # checks stage-1 settings
-    prepare_output_dir(out_dir, overwrite, SAMPLE_OUTPUTS)
+                             seed=seed, progress=progress, codec=codec, n_sequences=n_sequences,
+                             **stage1_kwargs)  # checks stage-1 settings; fmt: skip
+    folders = prepare_sample_dir(out_dir, overwrite, n_sequences)
     given = {k: v for k, v in stage1_kwargs.items() if k in SampleConfig.names()}
     write_sample_record(out_dir, stage1_model, n_frames, stage1_kwargs.get("settings"), rows=stage1_cfg.rows,
                         cols=stage1_cfg.cols, **given)  # fmt: skip
-    lr_writer = FrameWriter(out_dir, fps=fps, frames=LR_FRAMES, gif_name=LR_GIF)
-    hr_writer = FrameWriter(out_dir, fps=fps)
-    written = (lr_writer.add(frame[0]) for frame in frames)  # each frame is on disk before stage 2 sees it
-    _upscale_into(hr_writer, sr_model, sr_diffusion, _batched(written, sr_batch), n_frames, seed=seed,
-                  progress=progress, scale=scale, residual=sr_cfg.residual, **opts)
-    lr_writer.close()
-    return hr_writer.close()
+    lr_writers = [FrameWriter(d, fps=fps, frames=LR_FRAMES, gif_name=LR_GIF) for d in folders]
+    hr_writers = [FrameWriter(d, fps=fps) for d in folders]
+    pending, batches = [[] for _ in folders], [0] * len(folders)  # each sequence's frames waiting, batches done
+    opts |= dict(scale=scale, residual=sr_cfg.residual)
+
+    def flush(k):
+        _upscale_batch(hr_writers[k], sr_model, sr_diffusion, pending[k], batches[k], seed, **opts)
+        bar.update(len(pending[k]))
+        pending[k], batches[k] = [], batches[k] + 1
+
+    with tqdm(total=n_frames * n_sequences, desc="upscaling", unit="frame", disable=not progress) as bar:
+        for frame in frames:  # (n_sequences, C, H, W): each frame is on disk before stage 2 sees it
+            for k, f in enumerate(frame):
+                pending[k].append(lr_writers[k].add(f))
+                if len(pending[k]) == sr_batch:
+                    flush(k)
+        for k in range(len(folders)):
+            if pending[k]:
+                flush(k)
+    for writer in lr_writers + hr_writers:
+        writer.close()
+    return Path(out_dir)
 
 
 def upscale_folder(
@@ -114,7 +115,9 @@ def upscale_folder(
     prepare_output_dir(out_dir, overwrite, ["frames", "sequence.gif"])
     writer = FrameWriter(out_dir, fps=fps)
     n = len(source)
-    batches = (source.frames(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size))
-    _upscale_into(writer, sr_model, sr_diffusion, batches, n, seed=seed, progress=progress, scale=scale,
-                  residual=sr_cfg.residual, **opts)
+    with tqdm(total=n, desc="upscaling", unit="frame", disable=not progress) as bar:
+        for b, i in enumerate(range(0, n, batch_size)):
+            images = source.frames(range(i, min(i + batch_size, n)))
+            _upscale_batch(writer, sr_model, sr_diffusion, images, b, seed, scale=scale, residual=sr_cfg.residual, **opts)
+            bar.update(len(images))
     return writer.close(), n

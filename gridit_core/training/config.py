@@ -24,7 +24,7 @@ class TrainConfig:
     model: str = "DiT-T/4"  # a name from gridit_core.models.DiT_models
     arch: str = "grid"  # the model family: grid (GriDiT), tensor (a DiT over the sequence tensor) or msc; sampling.FAMILIES
     frames: int = 8  # tensor, msc: clip length T the model trains on
-    noise: str = ""  # "per-frame" (Diffusion Forcing) or "shared" levels; "": the family's default (msc per-frame)
+    noise: str = ""  # shared, per-frame (Diffusion Forcing) or context levels (training.losses); "": the family's default
     rows: int = 2  # grid rows
     cols: int = 2  # grid columns
     frame_size: int = 16  # each cell is frame_size x frame_size pixels

@@ -30,7 +30,7 @@ from gridit_core.models.weights import load_weights
 from gridit_core.sampling import get_family
 from gridit_core.training.checkpoints import build_model_and_diffusion, load_codec
 from gridit_core.training.config import CHECKPOINT_KINDS, TrainConfig
-from gridit_core.training.losses import sr_training_losses
+from gridit_core.training.losses import sequence_losses, sr_training_losses
 from gridit_core.util.device import autocast, resolve_device
 from gridit_core.util.io import load_file, save_atomic
 
@@ -142,9 +142,8 @@ class Trainer:
                 self.diffusion, net, x, degrade, self.generator, cfg.max_aug, cfg.residual, self.codec
             )
         else:
-            per_frame = cfg.noise == "per-frame"
-            self.loss_fn = lambda net, x: self.diffusion.training_losses(
-                net, self._latents(x), generator=self.generator, per_frame=per_frame
+            self.loss_fn = lambda net, x: sequence_losses(
+                self.diffusion, net, self._latents(x), cfg.noise, rows=cfg.rows, cols=cfg.cols, generator=self.generator
             )
         if cfg.init:
             report = load_weights(model, cfg.init)

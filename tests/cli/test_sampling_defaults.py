@@ -123,3 +123,19 @@ def test_the_quickstart_parameters_cell_passes_its_own_check():
     defaults = read_parameters(QUICKSTART)
     assert set(defaults) == set(quickstart.PARAMS)
     assert quickstart.check_params(defaults, base=QUICKSTART.parent) == defaults
+
+
+def test_grids_train_with_context_noise_and_sample_several_sequences_with_clean_context(tmp_path):
+    ckpt = train(tmp_path / "context", "--noise", "context")
+    assert load_trained(ckpt)[2].noise == "context"
+    out = tmp_path / "many"
+    assert sample(ckpt, out, "--sequences", 3, "--conditioning", "clean", "--guidance", 1.5, "--steps", 2) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["sampling.json", "seq_000", "seq_001", "seq_002"]
+    assert all(len(list((out / f"seq_{k:03d}" / "frames").glob("*.png"))) == 5 for k in range(3))
+    record = json.loads((out / "sampling.json").read_text())
+    assert record["settings"]["conditioning"] == "clean" and record["settings"]["guidance"] == 1.5
+    assert record["seams"] == [4] and record["family"] == "grid"  # a 2x2 grid, overlap 2: the 5th frame is new
+    assert sample(ckpt, out, "--sequences", 2, "--steps", 2) == 2  # the folder holds results: refused, kept
+    assert (out / "seq_002").is_dir()
+    assert sample(ckpt, out, "--steps", 2, "--overwrite") == 0  # one sequence: the folder itself, the rest cleared
+    assert sorted(p.name for p in out.iterdir()) == ["frames", "sampling.json", "sequence.gif"]

@@ -1,3 +1,4 @@
+import copy
 from types import SimpleNamespace
 
 import pytest
@@ -144,3 +145,38 @@ def test_seams_are_where_another_grid_takes_over(monkeypatch, n, rows, cols, ove
     made_by = [round(float(f[0, 0, 0, 0]) * 100) for f in frames]  # which call made each frame
     seams = [t for t in range(1, n) if made_by[t] != made_by[t - 1]]
     assert seams == SequencePlan(n, rows, cols, overlap, interpolate).seams() and seams
+
+
+class Timesteps(torch.nn.Module):
+    """A grid DiT that keeps the timesteps it is called with."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, []
+        self.in_channels, self.config, self.arch = model.in_channels, model.config, "grid"
+
+    def forward(self, x, t, y=None):
+        self.seen.append(t.clone())
+        return self.model(x, t, y)
+
+
+def test_clean_context_gives_the_known_cells_their_own_timestep(tiny):
+    model, diffusion = copy.deepcopy(tiny[0]), tiny[1]
+    g = torch.Generator().manual_seed(1)
+    for p in model.parameters():  # adaLN-Zero starts as the identity: give every weight a value so timesteps matter
+        p.data.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    spy = Timesteps(model)
+    frames = torch.stack(list(generate_frames(spy, diffusion, 10, steps=3, overlap=2, conditioning="clean",
+                                              progress=False)), 1)  # fmt: skip
+    assert frames.shape == (1, 10, 3, 8, 8)
+    start, grids = spy.seen[:3], spy.seen[3:]  # a start grid, then continuation grids of 6 cells, 2 of them known
+    assert all(t.shape == (1,) for t in start) and len(grids) == 3  # 6 frames, then one grid of 4 new ones
+    assert all(t.shape == (1, 6) and (t[0, :2] == 0).all() and (t[0, 2:] == t[0, 2]).all() for t in grids)
+    noisy = Timesteps(model)
+    list(generate_frames(noisy, diffusion, 10, steps=3, overlap=2, conditioning="clean", context_noise=0.1, progress=False))
+    assert all((t[0, :2] == round(0.1 * 49)).all() for t in noisy.seen[3:])  # context at a tenth of the process
+    plain = Timesteps(model)
+    same = torch.stack(list(generate_frames(plain, diffusion, 10, steps=3, overlap=2, progress=False)), 1)
+    assert all(t.shape == (1,) for t in plain.seen) and not torch.equal(same, frames)  # replacement: one level a grid
+    guided = torch.stack(list(generate_frames(model, diffusion, 10, steps=3, overlap=2, guidance=2.0, progress=False)), 1)
+    assert torch.equal(guided[:, :6], same[:, :6]) and not torch.equal(guided, same)  # the start grid has nothing to guide

@@ -90,13 +90,17 @@ def test_missing_spec_and_missing_profile_are_refused(toy_notebook, write_spec, 
         load_study(write_spec({"notebook": "nb/toy.ipynb"}), "gpu")
 
 
-@pytest.mark.parametrize("name", ["grid-ablation", "families", "msc-ablation", "paper-claims"])
+@pytest.mark.parametrize("name", ["grid-ablation", "families", "msc-ablation", "paper-claims", "grid-conditioning"])
 @pytest.mark.parametrize("profile", ["cpu-small", "gpu"])
 def test_the_shipped_studies_expand_and_check_under_both_profiles(name, profile, monkeypatch):
     monkeypatch.chdir(STUDIES.parents[1])  # relative files in the specs start from the repository root
     study = load_study(STUDIES / f"{name}.yaml", profile)
     assert study.notebook.name == "train.ipynb" and len(study.runs) >= 3 and study.varied
     assert len({r.name for r in study.runs}) == len(study.runs)
+    seeds = {}
+    for r in study.runs:
+        seeds.setdefault(r.setting_label, set()).add(r.seed)
+    assert all(len(s) >= 3 and None not in s for s in seeds.values())  # every setting runs with three seeds or more
     if profile == "gpu":
         assert study.executor == "submitit" and study.slurm.get("gpus_per_node") == 1
 
