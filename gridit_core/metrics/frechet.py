@@ -80,6 +80,12 @@ def frechet_distance(a, b):
     return float(diff @ diff + np.trace(a.sigma) + np.trace(b.sigma) - 2 * _cross_term(a, b))
 
 
+def cache_root():
+    """The workbench's cache folder: ``$XDG_CACHE_HOME/gridit`` (``~/.cache/gridit``): real-set statistics in ``stats/``,
+    networks made ready by ``gridit weights`` in ``networks/``."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gridit"
+
+
 def stats_dir(spec, override=None):
     """Where real-set statistics are cached: ``override``; else next to a data folder (``DATA/.gridit-stats``) when
     it can be written; else (built-in data, files, read-only folders) ``$XDG_CACHE_HOME/gridit/stats``."""
@@ -88,7 +94,7 @@ def stats_dir(spec, override=None):
     path = Path(str(spec))
     if not str(spec).startswith("builtin:") and path.is_dir() and os.access(path, os.W_OK):
         return path / ".gridit-stats"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gridit" / "stats"
+    return cache_root() / "stats"
 
 
 def cached_stats(directory, key, compute):

