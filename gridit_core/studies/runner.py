@@ -119,16 +119,28 @@ def _stop(proc):
         proc.wait()
 
 
+def worker_env(jobs, cores=None):
+    """The environment of a run's worker: with ``jobs`` runs at a time, each gets its share of the cores for its
+    thread pools (``OMP_NUM_THREADS``, which torch follows), so runs side by side do not fight over every core; a
+    value already set is kept."""
+    env = dict(os.environ)
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (cores or os.cpu_count() or 1) // jobs))
+    return env
+
+
 def run_local(out, runs, jobs, bar):
-    """Each run in its own worker process (``python -m gridit_core.studies.runner RUN_DIR``), ``jobs`` at a time."""
-    pending, active = collections.deque(runs), {}  # folder -> worker process
+    """Each run in its own worker process (``python -m gridit_core.studies.runner RUN_DIR``), ``jobs`` at a time,
+    each with its share of the cores (``worker_env``)."""
+    pending, active, env = collections.deque(runs), {}, worker_env(jobs)  # active: folder -> worker process
     try:
         while pending or active:
             while pending and len(active) < jobs:
                 folder = run_folder(out, pending.popleft())
                 with open(folder / "log.txt", "a") as log:  # the worker's own crash, if any, lands in the log
                     active[folder] = subprocess.Popen([sys.executable, "-m", "gridit_core.studies.runner", str(folder)],
-                                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                                      env=env)  # fmt: skip
             time.sleep(POLL_S)
             for folder, proc in list(active.items()):
                 if proc.poll() is not None:

@@ -90,3 +90,11 @@ def test_bad_input_ends_in_one_line_and_exit_code_2(toy_notebook, write_spec, tm
     assert main(["study", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "out")]) == 2
     assert "study spec not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_runs_side_by_side_share_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert runner.worker_env(2, cores=8)["OMP_NUM_THREADS"] == "4" and runner.worker_env(3, cores=2)["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in runner.worker_env(1, cores=8)  # one run at a time: torch takes every core
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert runner.worker_env(2, cores=8)["OMP_NUM_THREADS"] == "3"  # the user's choice stands
