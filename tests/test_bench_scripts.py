@@ -58,6 +58,7 @@ def test_families_benchmark_reports_every_section(tmp_path, monkeypatch):
     assert json.loads(out.read_text()) == report
     assert {(r["arch"], r["frames"]) for r in report["by_length"]} == {("tensor", 4), ("msc", 4)}
     assert all(r["forward_s"] > 0 and r["attention_forward_s"] > 0 for r in report["by_length"])
+    assert all(r["macs_per_layer"] > r["attention_flops_per_layer"] > 0 for r in report["by_length"])  # models.cost
     # the attention time is one layer's, not the model's: checked by what the timed call runs, not by comparing times
     # (a single quick measurement each, which a busy machine can reorder)
     model, called = families.video_model("msc", 16, 4), []

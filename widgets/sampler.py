@@ -9,7 +9,7 @@ import ipywidgets as W
 from gridit_core.diffusion import STEPPER_KINDS
 from gridit_core.errors import GriditError
 from gridit_core.sampling import CAUSAL_SCHEDULES, FAMILIES, SAMPLE_OUTPUTS, SampleConfig
-from gridit_core.sampling.config import CONDITIONINGS
+from gridit_core.sampling.config import CONDITIONINGS, CONTEXT_MODES
 from gridit_core.sampling.families import DEFAULT_FAMILY
 from gridit_core.sampling.upscale import SAMPLE_AUG
 from gridit_core.util.io import FrameWriter, prepare_output_dir
@@ -57,6 +57,7 @@ class SequenceSampler(W.VBox):
             "chunk": _int("chunk", 1, min=1),
             "context": _int("context", 0),
             "context_noise": W.BoundedFloatText(value=0.0, min=0, max=0.99, step=0.05, description="context noise"),
+            "context_mode": W.Dropdown(options=CONTEXT_MODES, description="context mode"),
         }
         self.seed = _int("seed", seed, max=2**63 - 1)
         self.n_frames = _int("frames", frames, min=1)

@@ -16,7 +16,7 @@ TRAINER_SET = {"input_size", "in_channels", "out_channels", "aug_cond", "rows", 
                "arch", "frame_size", "frames"}  # fmt: skip
 CLIP_FLAGS = {"frames": "--frames"}  # TrainConfig fields of the families that train on clips
 SAMPLE_FLAGS = ("sampler", "steps", "eta", "resample", "overlap", "interpolate", "conditioning", "guidance", "schedule",
-                "chunk", "context", "context_noise")  # the SampleConfig fields gridit sample has a flag for
+                "chunk", "context", "context_noise", "context_mode")  # the SampleConfig fields gridit sample has a flag for
 
 
 def _flag(name):

@@ -86,7 +86,7 @@ def build_parser():
     from gridit_core.models.sr import MAX_AUG, SAMPLE_AUG, SCALES
     from gridit_core.models.video import ATTENTIONS, GATES, VideoDiTConfig
     from gridit_core.sampling import CAUSAL_SCHEDULES, FAMILIES, SampleConfig
-    from gridit_core.sampling.config import CONDITIONINGS
+    from gridit_core.sampling.config import CONDITIONINGS, CONTEXT_MODES
     from gridit_core.training.config import TrainConfig
     from gridit_core.util.device import PRECISIONS
 
@@ -135,7 +135,8 @@ def build_parser():
     p.add_argument("--high-heads", type=_positive(int), default=None,
                    help="msc: heads of the High-Res branch; the rest go to Low-Res (default half)")
     p.add_argument("--gate", choices=GATES, default=None,
-                   help="msc: branch weights from each frame's noise level (learned, default) or fixed equal")
+                   help="msc: branch weights from each query frame's noise level (learned, default), fixed equal, or "
+                        "key: learned, and each key frame's values weighed by its own level too")
     p.add_argument("--light-cone", action="store_true", default=None,
                    help="msc: the High-Res window grows a token a side per frame of distance")
     p.add_argument("--stage", type=int, choices=[1, 2], default=1,
@@ -219,6 +220,9 @@ def build_parser():
     p.add_argument("--context-noise", type=_unit_interval, default=None,
                    help="msc, and grid/tensor with --conditioning clean: context frames at this fraction of the "
                         f"process ({saved} {smp.context_noise})")
+    p.add_argument("--context-mode", choices=CONTEXT_MODES, default=None,
+                   help="msc: context frames noised to --context-noise by one Gaussian draw (noised), or only scaled by "
+                        f"sqrt(alpha_bar) there (scaled: Diffusion Forcing's DDIM path) ({saved} {smp.context_mode})")
     p.add_argument("--sequences", type=_positive(int), default=1,
                    help="sequences sampled together in one batched call; more than one go to DIR/seq_000/, "
                         "DIR/seq_001/, ... (default 1: DIR itself)")

@@ -18,8 +18,9 @@ from gridit_core.diffusion import STEPPER_KINDS
 from gridit_core.errors import GriditError
 from gridit_core.experiments.figures import loss_figure  # noqa: F401 (train.ipynb's name)
 from gridit_core.experiments.params import Param, check_params
+from gridit_core.models.video import GATES
 from gridit_core.sampling import CAUSAL_SCHEDULES, FAMILIES, SampleConfig, generate_frames, get_family, sample_sequence
-from gridit_core.sampling.config import CONDITIONINGS
+from gridit_core.sampling.config import CONDITIONINGS, CONTEXT_MODES
 from gridit_core.sampling.families import write_sample_record
 from gridit_core.training import read_metrics
 from gridit_core.training.losses import NOISE_MODES
@@ -36,6 +37,7 @@ _SAMPLING = {  # shared by train.ipynb and sample.ipynb
     "CONDITIONING": Param(str, choices=("", *CONDITIONINGS)),
     "GUIDANCE": Param(float, low=-1),
     "CONTEXT_NOISE": Param(float, low=-1, high=0.99),
+    "CONTEXT_MODE": Param(str, choices=("", *CONTEXT_MODES)),
     "SCHEDULE": Param(str, choices=("", *CAUSAL_SCHEDULES)),
     "CHUNK": Param(int, low=0),
     "SAMPLE_FRAMES": Param(str),
@@ -63,7 +65,7 @@ TRAIN_PARAMS = {
     "POOL": Param(str),
     "I_STRIDE": Param(int, low=1),
     "I_FRAMES": Param(int, low=0),
-    "GATE": Param(str, choices=("learned", "equal")),
+    "GATE": Param(str, choices=GATES),
     "STEPS": Param(int, low=1),
     "TIME_BUDGET": Param(float, low=0),
     "FLOP_BUDGET": Param(float, low=0),
@@ -276,6 +278,7 @@ def settings_of(p, saved=None):
     and ``CONTEXT_NOISE`` (the overlap's default is the family's)."""
     given = {"sampler": p["SAMPLER"] or None, "steps": p["SAMPLE_STEPS"] or None, "resample": p["RESAMPLE"] or None,
              "schedule": p["SCHEDULE"] or None, "chunk": p["CHUNK"] or None, "conditioning": p["CONDITIONING"] or None,
+             "context_mode": p["CONTEXT_MODE"] or None,
              **{k: p[k.upper()] if p[k.upper()] >= 0 else None for k in ("overlap", "guidance", "context_noise")}}  # fmt: skip
     return SampleConfig.over(saved, given)
 

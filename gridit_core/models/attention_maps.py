@@ -22,7 +22,7 @@ from gridit_core.errors import GriditError
 from gridit_core.grid import frames_to_grid
 from gridit_core.models.dit import DiT
 from gridit_core.models.layers import Attention
-from gridit_core.models.msc import MSCAttention, _high_index, _low_index, pool_tokens, unpool_tokens
+from gridit_core.models.msc import MSCAttention, _high_index, _low_index, per_head, pool_tokens, unpool_tokens
 from gridit_core.models.video import FullAttention
 from gridit_core.util.rng import randn
 
@@ -166,12 +166,15 @@ def _full(module, x):
     return module.proj(out), probs
 
 
-def _msc(module, x, grid, frames, gate=None, **_):
-    """``MSCAttention`` over tokens ``(B, T, L, D)`` (no cache), both branches as explicit softmaxes."""
+def _msc(module, x, grid, frames, gate=None, key_gate=None, **_):
+    """``MSCAttention`` over tokens ``(B, T, L, D)`` (no cache), both branches as explicit softmaxes (a key gate
+    weighs the values, not the probabilities)."""
     b, t, n, d = x.shape
     hh, r = module.high_heads, module.pool
     h, w = grid
     q, k, v = module._qkv(x, frames)  # (B, h, T, L, dh) each
+    if key_gate is not None:
+        v = v * per_head(key_gate, hh, module.num_heads)
     index, valid = _high_index(0, t, tuple(grid), module.window, module.p_frames, module.light_cone)  # (T, L, K)
     near = torch.zeros(t * n, t * n, dtype=torch.bool)
     rows = torch.arange(t * n).reshape(t, n, 1).expand_as(index)

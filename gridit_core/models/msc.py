@@ -12,7 +12,7 @@ Each block splits its heads into two parallel branches whose outputs are concate
 Both branches are causal at the frame level. Time enters through a rotary embedding of the absolute frame index on
 half of each head's channels, so attention depends on frame distances only: keys cached once keep their meaning, and
 rollouts may run past the training length. Each frame's noise-level embedding sets the weights of the two branches
-(see ``BranchGate``).
+(see ``BranchGate``): the query frame's for the branch outputs, and optionally each key frame's for its values.
 
 The cost really drops, with no T x T score matrix: the High-Res branch either gathers each query's
 ``(p_frames+1) * window^2`` keys (large frames) or runs one SDPA call per frame over the ``(p_frames+1) * L`` tokens
@@ -20,7 +20,8 @@ of its frame block with the window as a mask (small frames, where that is faster
 branch attends over ``(i_frames+1) * L / pool^2`` keys per pooled query. Attention never reaches further back than
 ``span = max(p_frames, i_frames * i_stride)`` frames, so a cache of the last ``span`` frames' keys and values
 (``KVCache``) is exact. ``reference=True`` computes the same attention with full boolean masks over all tokens
-(``_dense``): the tests hold both fast paths to it.
+(``_dense``): the tests hold both fast paths to it. The dense path also takes a first frame each frame may see
+(``earliest``): the uncached rollout's way to see only the frames a shorter cache would hold.
 """
 
 import math
@@ -63,6 +64,13 @@ def unpool_tokens(x, grid, r):
     lead = x.shape[:-2]
     x = x.reshape(-1, h // r, w // r, x.shape[-1]).repeat_interleave(r, 1).repeat_interleave(r, 2)  # (*, h, w, d)
     return x.reshape(*lead, h * w, x.shape[-1])
+
+
+def per_head(weights, high_heads, heads):
+    """Branch weights ``(B, T, 2)`` (High-Res, Low-Res) spread over the heads: ``(B, heads, T, 1, 1)``, the first
+    ``high_heads`` taking the High-Res weight."""
+    branch = (torch.arange(heads, device=weights.device) >= high_heads).long()  # (h,) 0: High-Res, 1: Low-Res
+    return weights[..., branch].permute(0, 2, 1)[..., None, None]  # (B, h, T, 1, 1)
 
 
 def window_radius(window, distance, light_cone):
@@ -163,14 +171,21 @@ class MSCAttention(nn.Module):
         q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # (B, h, T, L, d) each
         return rope_time(q, frames, self.rope_dims), rope_time(k, frames, self.rope_dims), v
 
-    def forward(self, x, grid, frames, gate=None, cache=None, layer=0, write=False, reference=False):
+    def forward(self, x, grid, frames, gate=None, key_gate=None, cache=None, layer=0, write=False, reference=False,
+                earliest=None):  # fmt: skip
         """Tokens ``x (B, T, L, D)`` of consecutive frames with absolute indices ``frames (T,)`` on an ``(h, w)``
-        token ``grid``; ``gate (B, T, 2)`` weighs the branches per frame. With a ``cache``, its frames come just
-        before ``frames[0]`` and are attended to as well; ``write`` appends these frames' keys and values to it.
-        ``reference`` computes the branches with dense masks (slow; for tests)."""
+        token ``grid``; ``gate (B, T, 2)`` weighs the branches per query frame, ``key_gate (B, T, 2)`` each frame's
+        values in them, before they are cached. With a ``cache``, its frames come just before ``frames[0]`` and are
+        attended to as well; ``write`` appends these frames' keys and values to it. ``reference`` computes the
+        branches with dense masks (slow; for tests), and there ``earliest (T,)`` limits each frame to key frames from
+        that absolute index on."""
+        if earliest is not None and not reference:
+            raise GriditError("a first key frame per frame (earliest) is for the dense reference: pass reference=True")
         b, t, n, d = x.shape
         hh, r = self.high_heads, self.pool
         q, k, v = self._qkv(x, frames)  # (B, h, T, L, dh) each
+        if key_gate is not None:
+            v = v * per_head(key_gate, hh, self.num_heads)  # (B, h, T, L, dh)
         lo = [pool_tokens(z[:, hh:], grid, r) for z in (q, k, v)]  # (B, hl, T, Lp, dh) each
         new = (k[:, :hh], v[:, :hh], lo[1], lo[2])
         past = cache.get(layer) if cache is not None else None
@@ -178,8 +193,11 @@ class MSCAttention(nn.Module):
         n_past = 0 if past is None else past[0].shape[2]
         if write:
             cache.put(layer, new)
-        branch = self._dense if reference else self._gathered
-        out_hi, out_lo = branch(q[:, :hh], lo[0], keys, n_past, grid)  # (B, hh, T, L, dh), (B, hl, T, Lp, dh)
+        if reference:  # out_hi (B, hh, T, L, dh), out_lo (B, hl, T, Lp, dh) from either path
+            floor = None if earliest is None else earliest - (frames[0] - n_past)  # (T,) in key positions
+            out_hi, out_lo = self._dense(q[:, :hh], lo[0], keys, n_past, grid, floor)
+        else:
+            out_hi, out_lo = self._gathered(q[:, :hh], lo[0], keys, n_past, grid)
         out_lo = unpool_tokens(out_lo, grid, r)  # (B, hl, T, L, dh)
         if gate is not None:
             g = gate.permute(0, 2, 1)[:, :, None, :, None, None]  # (B, 2, 1, T, 1, 1)
@@ -221,14 +239,16 @@ class MSCAttention(nn.Module):
         kb, vb = k[:, :, frames].flatten(3, 4), v[:, :, frames].flatten(3, 4)  # (B, hh, T, (v+1)*L, dh) each
         return F.scaled_dot_product_attention(q, kb, vb, attn_mask=mask)  # (B, hh, T, L, dh)
 
-    def _dense(self, q_hi, q_lo, keys, n_past, grid):
-        """The same attention over all tokens with full boolean masks built from coordinates: the reference."""
+    def _dense(self, q_hi, q_lo, keys, n_past, grid, floor=None):
+        """The same attention over all tokens with full boolean masks built from coordinates: the reference.
+        ``floor (T,)``: each query frame's first key position (None: all within reach)."""
         k_hi, v_hi, k_lo, v_lo = keys
         t = q_hi.shape[2]
         h, w = grid
         fq = n_past + torch.arange(t, device=q_hi.device)  # query frame positions
         fk = torch.arange(n_past + t, device=q_hi.device)  # key frame positions
         dt = fq[:, None] - fk[None, :]  # (T, F)
+        seen = dt >= 0 if floor is None else (dt >= 0) & (fk[None, :] >= floor[:, None])  # (T, F) causal, from floor
         yy = torch.arange(h, device=q_hi.device).repeat_interleave(w)
         xx = torch.arange(w, device=q_hi.device).repeat(h)
         out_hi = q_hi[..., :0]
@@ -237,14 +257,14 @@ class MSCAttention(nn.Module):
             dy, dx = (yy[:, None] - yy[None, :]).abs(), (xx[:, None] - xx[None, :]).abs()  # (L, L) each
             r4 = radius[:, None, :, None]  # (T, 1, F, 1)
             near = (dy[None, :, None, :] <= r4) & (dx[None, :, None, :] <= r4)  # (T, L, F, L)
-            mask = near & ((dt >= 0) & (dt <= self.p_frames))[:, None, :, None]
+            mask = near & (seen & (dt <= self.p_frames))[:, None, :, None]
             mask = mask.flatten(0, 1).flatten(1, 2)  # (T*L, F*L)
             out = F.scaled_dot_product_attention(q_hi.flatten(2, 3), k_hi.flatten(2, 3), v_hi.flatten(2, 3), attn_mask=mask)
             out_hi = out.unflatten(2, (t, h * w))
         out_lo = q_lo
         if q_lo.shape[1]:
             lp = q_lo.shape[3]
-            allowed = (dt >= 0) & (dt % self.i_stride == 0) & (dt // self.i_stride <= self.i_frames)  # (T, F)
+            allowed = seen & (dt % self.i_stride == 0) & (dt // self.i_stride <= self.i_frames)  # (T, F)
             mask = allowed.repeat_interleave(lp, 0).repeat_interleave(lp, 1)  # (T*Lp, F*Lp)
             out = F.scaled_dot_product_attention(q_lo.flatten(2, 3), k_lo.flatten(2, 3), v_lo.flatten(2, 3), attn_mask=mask)
             out_lo = out.unflatten(2, (t, lp))
@@ -266,20 +286,6 @@ def reach(config, n_frames, frame, y, x, block=0):
     return {"high": high, "low": low.expand(n_frames, h, w).clone(), "pool": r}
 
 
-def full_paper_flops(tokens, hidden):
-    """The MSC paper's per-layer cost of full attention over ``tokens`` tokens of width ``hidden`` (batch 1):
-    ``8sh^2 + 2s^2h``."""
-    return 8 * tokens * hidden * hidden + 2 * tokens * tokens * hidden
-
-
-def msc_paper_flops(tokens, hidden, *, window=3, p_frames=1, pool=2, i_stride=2):
-    """The MSC paper's per-layer cost formula of its two branches: High-Res ``2sh^2 + s^2h / (2 w^2 v)`` plus Low-Res
-    ``2sh^2 / r^2 + s^2h / (2 r^2 d)``. ``v`` counts at least 1 frame (the formula divides by it)."""
-    s, h = tokens, hidden
-    w, v, r, d = window, max(p_frames, 1), pool, i_stride
-    return 2 * s * h * h + s * s * h / (2 * w * w * v) + 2 * s * h * h / r**2 + s * s * h / (2 * r * r * d)
-
-
 class BranchGate(nn.Module):
     """Per-frame weights of the two branches from that frame's noise-level embedding: ``2 * softmax(W c + b)``.
 
@@ -288,14 +294,21 @@ class BranchGate(nn.Module):
     is for training to decide: the shipped demo leans the other way, ``notebooks/tutorials/03_msc.ipynb``). ``W``
     and ``b`` start at zero, so both weights start at 1 (the branches simply concatenated). ``learned=False`` keeps
     them at 1 (the ablation: fixed equal weights).
+
+    The query frame's level alone cannot tell a noisy key frame from a clean one. ``keys=True`` adds a second map
+    of the same form (``key_linear``, also zero at the start) read at the key frames: each frame's High-Res and
+    Low-Res values are weighed by its own level's weights before any query sees them, and are cached so.
     """
 
-    def __init__(self, hidden, learned=True):
+    def __init__(self, hidden, learned=True, keys=False):
         super().__init__()
         self.learned = learned
         self.linear = nn.Linear(hidden, 2)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        self.key_linear = nn.Linear(hidden, 2) if keys else None
+        for layer in (self.linear, self.key_linear):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         self.linear.requires_grad_(learned)
 
     def forward(self, c):
@@ -303,6 +316,12 @@ class BranchGate(nn.Module):
         if not self.learned:
             return c.new_ones(*c.shape[:-1], 2)
         return 2 * self.linear(F.silu(c)).softmax(dim=-1)
+
+    def key_weights(self, c):
+        """``c (B, T, D)`` -> the weights ``(B, T, 2)`` of each frame's values as a key, or None without them."""
+        if self.key_linear is None:
+            return None
+        return 2 * self.key_linear(F.silu(c)).softmax(dim=-1)
 
 
 def check_msc(frame_tokens, num_heads, high_heads, window, p_frames, pools, i_stride, i_frames):

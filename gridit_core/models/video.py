@@ -26,7 +26,7 @@ from gridit_core.models.msc import BranchGate, MSCAttention, check_msc
 from gridit_core.models.positions import frame3d_split, grid2d_pos_embed, sincos_1d
 
 ATTENTIONS = {"tensor": ("full", "factorized"), "msc": ("msc",)}
-GATES = ("learned", "equal")
+GATES = ("learned", "equal", "key")  # MSC branch weights: see models.msc.BranchGate
 
 
 @dataclass
@@ -52,7 +52,8 @@ class VideoDiTConfig:
     i_stride: int = 2  # I-frame stride [d]
     i_frames: int = 2  # strided past frames the Low-Res branch sees (t - d, ..., t - i_frames*d)
     high_heads: int | None = None  # heads of the High-Res branch; None: half
-    gate: str = "learned"  # branch weights from the noise level: learned, or fixed equal
+    gate: str = "learned"  # branch weights from the query frame's noise level: learned, fixed equal, or key: learned
+    # and each key frame's values weighed by its own level as well
     light_cone: bool = False  # High-Res window grows by a token a side per frame of distance
 
     def __post_init__(self):
@@ -141,8 +142,8 @@ class VideoBlock(nn.Module):
     def forward(self, x, c, **attn_kwargs):
         mod = self.adaLN_modulation(c).unsqueeze(2).chunk(6, dim=-1)  # 6 x (B, T, 1, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
-        branch = self.gate(c) if self.gate is not None else None  # (B, T, 2)
-        h = self.attn(modulate(self.norm1(x), shift_msa, scale_msa), gate=branch, **attn_kwargs)  # (B, T, L, D)
+        gates = {} if self.gate is None else {"gate": self.gate(c), "key_gate": self.gate.key_weights(c)}  # (B, T, 2)
+        h = self.attn(modulate(self.norm1(x), shift_msa, scale_msa), **gates, **attn_kwargs)  # (B, T, L, D)
         x = torch.addcmul(x, gate_msa, h)
         return torch.addcmul(x, gate_mlp, self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))  # (B, T, L, D)
 
@@ -178,7 +179,8 @@ class VideoDiT(nn.Module):
         if cfg.causal:
             attn = MSCAttention(d, cfg.num_heads, high_heads=cfg.high_heads, window=cfg.window, p_frames=cfg.p_frames,
                                 pool=cfg.pools[i], i_stride=cfg.i_stride, i_frames=cfg.i_frames, light_cone=cfg.light_cone)
-            return VideoBlock(d, cfg.num_heads, cfg.mlp_ratio, attn, BranchGate(d, learned=cfg.gate == "learned"))
+            gate = BranchGate(d, learned=cfg.gate != "equal", keys=cfg.gate == "key")
+            return VideoBlock(d, cfg.num_heads, cfg.mlp_ratio, attn, gate)
         scope = "all" if cfg.attention == "full" else ("space", "time")[i % 2]
         return VideoBlock(d, cfg.num_heads, cfg.mlp_ratio, FullAttention(d, cfg.num_heads, scope))
 
@@ -194,8 +196,9 @@ class VideoDiT(nn.Module):
     @torch.no_grad()
     def initialize_weights(self):
         """DiT's initialisation: adaLN-Zero blocks start as the identity and the output at zero."""
+        gates = {id(m) for b in self.blocks if b.gate is not None for m in b.gate.modules()}  # start at equal weights
         for m in self.modules():
-            if isinstance(m, nn.Linear) and not any(m is b.gate.linear for b in self.blocks if b.gate is not None):
+            if isinstance(m, nn.Linear) and id(m) not in gates:
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         w = self.x_embedder.proj.weight
@@ -235,11 +238,12 @@ class VideoDiT(nn.Module):
         if not self.config.causal and n > self.config.frames:
             raise GriditError(f"the tensor model sees {self.config.frames} frames at once, got {n}")
 
-    def forward(self, x, t, y=None, *, start=0, cache=None, write=False, reference=False):
+    def forward(self, x, t, y=None, *, start=0, cache=None, write=False, reference=False, earliest=None):
         """Predict noise (or x0 / v) for clips ``x (B, T, C, H, W)`` at per-frame steps ``t (B, T)`` (or ``(B,)``).
 
         MSC only: ``start`` is the absolute index of the first frame; a ``cache`` (``KVCache``) holds the frames
-        just before it, and ``write`` appends these frames to it; ``reference`` runs the dense-mask attention.
+        just before it, and ``write`` appends these frames to it; ``reference`` runs the dense-mask attention, where
+        ``earliest (T,)`` may give each frame the first (absolute) frame it sees.
         """
         if y is not None:
             raise GriditError("sequence models are unconditional: pass y=None")
@@ -255,7 +259,8 @@ class VideoDiT(nn.Module):
             if cache is not None and cache.frames() and cache.end != start:
                 raise GriditError(f"the cache ends at frame {cache.end}, but these frames start at {start}")
             frames = torch.arange(start, start + n, device=x.device)
-            kwargs = dict(grid=self.config.frame_tokens, frames=frames, cache=cache, write=write, reference=reference)
+            kwargs = dict(grid=self.config.frame_tokens, frames=frames, cache=cache, write=write, reference=reference,
+                          earliest=earliest)  # fmt: skip
         c = self.t_embedder(t)  # (B, T, D)
         for i, block in enumerate(self.blocks):
             tokens = block(tokens, c, **({**kwargs, "layer": i} if kwargs else {}))  # (B, T, L, D)

@@ -9,6 +9,7 @@ from gridit_core.errors import GriditError
 
 CAUSAL_SCHEDULES = ("autoregressive", "pyramid", "full")  # Diffusion Forcing's scheduling matrices (sampling.rollout)
 CONDITIONINGS = ("replace", "clean")  # how a grid's or window's known cells condition the rest (diffusion.run_stepper)
+CONTEXT_MODES = ("noised", "scaled")  # how MSC's context frames reach their level (sampling.rollout)
 
 
 @dataclass
@@ -28,7 +29,9 @@ class SampleConfig:
     chunk: int = 1  # msc: frames that start together (one chunk is denoised at a time when autoregressive)
     context: int | None = None  # msc: past frames kept in the cache; None: all the model can see (its span)
     context_noise: float = 0.0  # msc, and grid/tensor with clean conditioning: the level of context frames, as a
-    # fraction of the process (Diffusion Forcing's stabilisation)
+    # fraction of the process (Diffusion Forcing's stabilisation); timestep round(context_noise * (num_steps - 1))
+    context_mode: str = "noised"  # msc: context frames noised to that level by one Gaussian draw, or "scaled": only
+    # multiplied by sqrt(alpha_bar) there, no draw (Diffusion Forcing's DDIM sampling)
 
     def __post_init__(self):
         if self.sampler not in STEPPER_KINDS:
@@ -47,6 +50,8 @@ class SampleConfig:
             raise GriditError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(CAUSAL_SCHEDULES)}")
         if not 0 <= self.context_noise < 1:
             raise GriditError(f"context_noise must lie in [0, 1), got {self.context_noise}")
+        if self.context_mode not in CONTEXT_MODES:
+            raise GriditError(f"unknown context mode {self.context_mode!r}; choose one of {', '.join(CONTEXT_MODES)}")
         if self.conditioning not in CONDITIONINGS:
             raise GriditError(f"unknown conditioning {self.conditioning!r}; choose one of {', '.join(CONDITIONINGS)}")
         if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)) or not self.guidance >= 0:

@@ -122,7 +122,7 @@ FAMILIES = {
     "msc": Family(
         "msc", "MSC: multi-scale spatio-temporal causal attention", VideoDiT,
         lambda size, **kw: build_video_dit(size, arch="msc", **kw), causal_frames,
-        sample_fields=("sampler", "steps", "eta", "schedule", "chunk", "context", "context_noise"),
+        sample_fields=("sampler", "steps", "eta", "schedule", "chunk", "context", "context_noise", "context_mode"),
         noise_modes=("per-frame", "shared"),
         model_options=("window", "p_frames", "pool", "i_stride", "i_frames", "high_heads", "gate", "light_cone"),
         unit="rollout", on_grids=False, causal=True,

@@ -14,7 +14,13 @@ Each iteration runs the model on the frames in flight, each at its own level (``
 each frame to its next level. Finished frames enter a ``KVCache`` once (a pass at the context level writes their
 keys and values) and are streamed out; as attention never reaches further back than the model's ``span``, the
 cache holds ``span`` frames and memory stays flat, and the cached rollout equals the uncached one (``cache=False``
-recomputes all finished frames every iteration: the reference, for tests).
+recomputes all finished frames every iteration: the reference, for tests). A ``context`` below the span keeps fewer
+frames in the cache: every model call then sees the ``context`` finished frames before its first frame, and the
+reference gives each frame that limit through the model's dense attention (``earliest``).
+
+Context frames enter at timestep ``round(context_noise * (num_steps - 1))`` (Diffusion Forcing's stabilisation; its
+video setting of 15 of 1000 levels is t = 14, ``context_noise`` 0.014), noised there once by a Gaussian draw
+(``context_mode="noised"``) or only scaled by ``sqrt(alpha_bar_t)`` (``"scaled"``, Diffusion Forcing's DDIM path).
 
 The tensor model sees ``T`` frames at once: a first window of ``T`` frames, then windows whose first ``overlap``
 frames are the last ``overlap`` frames so far (RePaint known-region replacement on the frame axis), each adding
@@ -108,12 +114,13 @@ def _msc_frames(model, diffusion, n_frames, s, shape, device, seed, progress, ca
     stepper = Stepper(diffusion, s.sampler, s.steps, s.eta, generator, clip_x0=codec.x0_range)
     ts = torch.tensor(stepper.timesteps + [0], device=device)  # the timestep of each level, index S - level
     n_iterations = start_iteration(s.schedule, n_frames - 1, s.chunk, s.steps) + s.steps
-    context_t = round(s.context_noise * (diffusion.num_steps - 1))
+    context_t = s.context_t(diffusion.num_steps)
+    reach = model.span if s.context is None else s.context  # finished frames a model call sees
     cache = model.new_cache() if use_cache else None
-    if cache is not None and s.context is not None:
-        cache.span = s.context
+    if cache is not None:
+        cache.span = reach
     b = shape[0]
-    x, history, done = {}, [], 0  # frames in flight by index; finished frames (uncached); frames streamed out
+    x, history, done = {}, [], 0  # frames in flight by index; finished frames and their call's first (uncached); out
     bar = tqdm(total=n_iterations, desc="sampling", unit="step", disable=not progress)
     try:
         for m in range(n_iterations):
@@ -129,7 +136,11 @@ def _msc_frames(model, diffusion, n_frames, s, shape, device, seed, progress, ca
             else:
                 past = torch.stack([h for h, _ in history], 1) if history else z[:, :0]
                 tp = torch.full((b, len(history)), context_t, dtype=torch.long, device=device)
-                out = model(torch.cat([past, z], 1), torch.cat([tp, t], 1), start=0)[:, len(history) :]
+                limit = {}
+                if reach < model.span:  # each frame sees the `reach` frames before its call's first, as when cached
+                    first = torch.tensor([f for _, f in history] + [a] * len(active), device=device)  # (H + F,)
+                    limit = dict(reference=True, earliest=first - reach)
+                out = model(torch.cat([past, z], 1), torch.cat([tp, t], 1), start=0, **limit)[:, len(history) :]
             z, x0 = stepper.step_with_x0(out, t, z)
             for i, f in enumerate(active):
                 x[f] = z[:, i]
@@ -142,12 +153,14 @@ def _msc_frames(model, diffusion, n_frames, s, shape, device, seed, progress, ca
                 clean = torch.stack([x.pop(f) for f in finished], 1)  # (B, K, C, H, W)
                 ctx = clean
                 if context_t > 0:  # Diffusion Forcing's stabilisation: context seen slightly noisy
-                    ctx = diffusion.q_sample(clean, torch.full((b,), context_t, device=device), randn(clean.shape, generator, device))
+                    noised = s.context_mode == "noised"  # else Diffusion Forcing's DDIM path: scaled, no draw
+                    draw = randn(clean.shape, generator, device) if noised else torch.zeros_like(clean)
+                    ctx = diffusion.q_sample(clean, torch.full((b,), context_t, device=device), draw)
                 if cache is not None:
                     model(ctx, torch.full(ctx.shape[:2], context_t, dtype=torch.long, device=device),
                           start=finished[0], cache=cache, write=True)  # fmt: skip
                 else:
-                    history += [(ctx[:, i], f) for i, f in enumerate(finished)]
+                    history += [(ctx[:, i], finished[0]) for i in range(len(finished))]
                 for i in range(len(finished)):
                     yield clean[:, i]
                     done += 1

@@ -103,6 +103,25 @@ def test_sampling_flags_of_another_family_are_refused(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_key_gated_msc_trains_and_samples_with_scaled_context(tmp_path, capsys):
+    run = tmp_path / "key"
+    assert train(run, "msc", "--gate", "key", steps=1) == 0
+    ckpt = run / "checkpoints" / "last.pt"
+    model = load_trained(ckpt)[0]
+    assert model.config.gate == "key" and all(b.gate.key_linear is not None for b in model.blocks)
+    out = tmp_path / "s"
+    flags = ["--context", 1, "--context-noise", 0.014, "--context-mode", "scaled"]
+    argv = ["sample", "--ckpt", ckpt, "--frames", 5, "--steps", 2, "--out", out, "--device", "cpu", *flags]
+    assert main([str(a) for a in argv]) == 0
+    assert len(list((out / "frames").iterdir())) == 5
+    settings = json.loads((out / "sampling.json").read_text())["settings"]
+    assert (settings["context"], settings["context_noise"], settings["context_mode"]) == (1, 0.014, "scaled")
+    grid = Path(__file__).resolve().parents[2] / "assets" / "demo_bouncing" / "model.safetensors"
+    code = main(["sample", "--ckpt", str(grid), "--frames", "3", "--out", str(tmp_path / "o"), "--context-mode",
+                 "scaled"])  # fmt: skip
+    assert "sampling options that a grid model does not use: --context-mode" in one_error(capsys, code)
+
+
 @pytest.mark.parametrize("arch", ["msc", "tensor"])
 @pytest.mark.slow  # trains two tiny models, then samples both stages through the CLI
 def test_stage2_super_resolves_a_sequence_family(tmp_path, arch):

@@ -30,6 +30,7 @@ FAMILIES = [
     ("tensor", {"attention": "factorized"}),
     ("msc", {}),
     ("msc", {"window": 1, "p_frames": 2, "pool": [2, 4], "i_stride": 1, "i_frames": 1, "light_cone": True}),
+    ("msc", {"gate": "key"}),
 ]
 
 

@@ -31,7 +31,7 @@ def levels(n=6, b=2, seed=3):
 
 
 @pytest.mark.parametrize("arch,kw", [("tensor", {}), ("tensor", {"attention": "factorized"}), ("msc", {}),
-                                     ("msc", {"gate": "equal", "light_cone": True})])  # fmt: skip
+                                     ("msc", {"gate": "equal", "light_cone": True}), ("msc", {"gate": "key"})])  # fmt: skip
 def test_shapes_and_one_level_for_all_frames(arch, kw):
     m = model(arch, **kw)
     x, t = clips(), torch.tensor([3, 700])
@@ -47,6 +47,7 @@ def test_shapes_and_one_level_for_all_frames(arch, kw):
     {"window": 5, "p_frames": 2, "pool": [2, 4], "i_stride": 3, "i_frames": 1, "light_cone": True},
     {"high_heads": 1, "gate": "equal"},
     {"high_heads": 3, "pool": [1, 2]},
+    {"gate": "key", "p_frames": 2, "light_cone": True},
 ])  # fmt: skip
 @pytest.mark.parametrize("path", ["blocked", "gathered"])
 def test_msc_fast_path_equals_the_dense_reference_forward_and_backward(kw, path):
@@ -93,7 +94,7 @@ def test_the_tensor_model_is_bidirectional():
     assert (m(x2, t) - m(x, t))[:, 0].abs().max() > 0
 
 
-@pytest.mark.parametrize("kw", [{}, {"pool": [1, 4], "light_cone": True, "p_frames": 2}])
+@pytest.mark.parametrize("kw", [{}, {"pool": [1, 4], "light_cone": True, "p_frames": 2}, {"gate": "key"}])
 def test_cached_rollout_equals_the_full_sequence(kw):
     m = model("msc", **kw).double().eval()  # float64: cached and full passes sum attention in different orders
     n = 13
@@ -133,6 +134,56 @@ def test_gate_weights_per_noise_level():
         model("tensor").gate_weights(torch.tensor([0]))
 
 
+def test_the_key_gate_weighs_each_frames_values_by_its_own_level():
+    keyed = model("msc", gate="key")
+    c = keyed.t_embedder(levels())  # (B, T, D)
+    gate = keyed.blocks[0].gate
+    weights = gate.key_weights(c)
+    assert weights.shape == (2, 6, 2) and torch.allclose(weights.sum(-1), torch.full((2, 6), 2.0))
+    assert weights[..., 0].std() > 1e-3  # they follow the frames' levels
+    assert model("msc").blocks[0].gate.key_weights(c) is None  # the learned gate has none: its checkpoints load as before
+    plain = FAMILIES["msc"].build("DiT-N/4", **{**TINY, "gate": "learned"})
+    plain.load_state_dict({k: v for k, v in keyed.state_dict().items() if "key_linear" not in k})
+    x, t = clips(), levels()
+    assert (keyed(x, t) - plain(x, t)).abs().max() > 1e-3
+    for block in keyed.blocks:  # a key gate at zero weighs every value by 1: the learned gate's model
+        torch.nn.init.zeros_(block.gate.key_linear.weight)
+        torch.nn.init.zeros_(block.gate.key_linear.bias)
+    torch.testing.assert_close(keyed(x, t), plain(x, t), atol=1e-6, rtol=1e-5)
+    fresh = FAMILIES["msc"].build("DiT-N/4", **{**TINY, "gate": "key"})
+    assert all(torch.equal(b.gate.key_linear.weight, torch.zeros(2, 32)) for b in fresh.blocks)  # start: equal
+
+
+def test_the_key_gate_trains():
+    m = model("msc", gate="key")  # every weight nonzero: the gates are reached by the gradient at the first step
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    x, t = clips(), levels()
+    before = [b.gate.key_linear.weight.detach().clone() for b in m.blocks]
+    loss = (m(x, t) - x).square().mean()
+    loss.backward()
+    assert all(b.gate.key_linear.weight.grad.abs().sum() > 0 for b in m.blocks)
+    opt.step()
+    assert all(not torch.equal(w, b.gate.key_linear.weight) for w, b in zip(before, m.blocks))
+    with torch.no_grad():
+        assert torch.isfinite((m(x, t) - x).square().mean())
+
+
+def test_a_first_key_frame_per_frame_is_for_the_dense_reference():
+    m = model("msc").double()
+    x, t = clips().double(), levels()
+    with torch.no_grad():
+        free = m(x, t, reference=True)
+        same = m(x, t, reference=True, earliest=torch.zeros(6, dtype=torch.long))
+        cut = m(x, t, reference=True, earliest=torch.tensor([0, 0, 0, 3, 3, 3]))  # frames 3-5 see frames 3.. only
+        alone = m(x[:, 3:], t[:, 3:], start=3)
+    torch.testing.assert_close(same, free, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(cut[:, :3], free[:, :3], atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(cut[:, 3:], alone, atol=1e-9, rtol=1e-9)  # as if frames 0-2 were not there
+    assert (cut[:, 3:] - free[:, 3:]).abs().max() > 1e-3
+    with pytest.raises(GriditError, match="a first key frame per frame \\(earliest\\) is for the dense reference"):
+        m(x, t, earliest=torch.zeros(6, dtype=torch.long))
+
+
 @pytest.mark.parametrize("kw, message", [
     ({"pool": 3}, "the pooling factor r = 3 does not divide the frame's 4x4 token grid"),
     ({"pool": [2, 2, 2]}, "pool lists 3 factors for 2 blocks"),
@@ -142,7 +193,7 @@ def test_gate_weights_per_noise_level():
     ({"i_stride": 0}, "the I-frame stride d must be >= 1, got 0"),
     ({"high_heads": 0}, "high_heads must leave both branches a head: 1..3 of 4, got 0"),
     ({"high_heads": 4}, "high_heads must leave both branches a head: 1..3 of 4, got 4"),
-    ({"gate": "max"}, "gate must be one of learned, equal, got 'max'"),
+    ({"gate": "max"}, "gate must be one of learned, equal, key, got 'max'"),
     ({"attention": "full"}, "msc attention must be one of msc, got 'full'"),
 ])  # fmt: skip
 def test_msc_settings_that_cannot_work_are_refused(kw, message):
@@ -175,16 +226,3 @@ def test_reach_maps_match_the_gathered_keys(light_cone):
         gathered = set(index[f, y * w + x][valid[f, y * w + x]].tolist())
         assert gathered == set(seen["high"].flatten().nonzero().flatten().tolist())
         assert set(frames[f][ok[f]].tolist()) == set(seen["low"][:, 0, 0].nonzero().flatten().tolist())
-
-
-def test_paper_flops_follow_the_papers_formulas():
-    from gridit_core.models.msc import full_paper_flops, msc_paper_flops
-
-    s, h = 1024, 128
-    assert full_paper_flops(s, h) == 8 * s * h * h + 2 * s * s * h
-    # w=3, v=1, r=2, d=2: 2sh^2 + s^2h/18 + sh^2/2 + s^2h/16
-    assert msc_paper_flops(s, h, window=3, p_frames=1, pool=2, i_stride=2) == pytest.approx(
-        2 * s * h * h + s * s * h / 18 + s * h * h / 2 + s * s * h / 16
-    )
-    ratio = [full_paper_flops(n, h) / msc_paper_flops(n, h) for n in (256, 4096, 65536)]
-    assert ratio[0] < ratio[1] < ratio[2]  # the saving grows with the sequence: quadratic against ~s^2/17

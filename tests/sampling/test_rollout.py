@@ -28,6 +28,26 @@ def diffusion():
     return Diffusion(DiffusionConfig(num_steps=100, schedule="cosine", prediction="v"))
 
 
+@pytest.fixture
+def float64_noise(monkeypatch):
+    """The rollout's noise drawn in float64, for a float64 model: the cached and uncached passes sum attention in
+    different orders, which in float32 leaves them apart by rounding that depends on the CPU's kernels; in float64
+    they agree to ~1e-15."""
+
+    def draw(shape, generator=None, device=None):
+        return torch.randn(shape, generator=generator, dtype=torch.float64).to(device)
+
+    monkeypatch.setattr("gridit_core.sampling.rollout.randn", draw)
+
+
+def rollouts(m, diffusion, n, settings):
+    """The cached and the uncached rollout of ``n`` frames, two sequences, seed 5: ``(2, n, C, H, W)`` each."""
+    cached = torch.stack(list(generate_frames(m, diffusion, n, n_sequences=2, seed=5, progress=False, **settings)), 1)
+    uncached = torch.stack(list(causal_frames(m, diffusion, n, SampleConfig(**settings), n_sequences=2, seed=5,
+                                              progress=False, cache=False)), 1)  # fmt: skip
+    return cached, uncached
+
+
 def test_level_matrices():
     ar = level_matrix("autoregressive", 4, 2, 3)
     assert ar.tolist() == [[3, 3, 3, 3], [2, 2, 3, 3], [1, 1, 3, 3], [0, 0, 3, 3], [0, 0, 2, 2], [0, 0, 1, 1], [0, 0, 0, 0]]
@@ -50,20 +70,13 @@ def test_the_rollout_walks_the_scheduling_matrix_row_by_row(schedule, n_frames, 
     dict(schedule="autoregressive", chunk=3, sampler="ddpm"),
     dict(schedule="pyramid", chunk=2, sampler="ddim", eta=1.0),
     dict(schedule="autoregressive", chunk=2, sampler="ddpm", context_noise=0.1),
+    dict(schedule="autoregressive", chunk=1, sampler="ddim", context_noise=0.014, context_mode="scaled"),
 ])  # fmt: skip
-def test_cached_rollout_equals_the_uncached_one(diffusion, settings, monkeypatch):
-    # float64 throughout (model and noise): the cached and uncached passes sum attention in different orders, which in
-    # float32 leaves them apart by rounding that depends on the CPU's kernels; in float64 they agree to ~1e-15
-    def float64_noise(shape, generator=None, device=None):
-        return torch.randn(shape, generator=generator, dtype=torch.float64).to(device)
-
-    monkeypatch.setattr("gridit_core.sampling.rollout.randn", float64_noise)
-    m = model("msc", light_cone=True, pool=[1, 2]).double()
+def test_cached_rollout_equals_the_uncached_one(diffusion, settings, float64_noise):
+    m = model("msc", light_cone=True, pool=[1, 2]).double()  # float64: see float64_noise
     n = 11  # longer than the model's span of 4 frames: the cache evicts
     kw = dict(n_sequences=2, seed=5, steps=3, progress=False, **settings)
-    cached = torch.stack(list(generate_frames(m, diffusion, n, **kw)), 1)
-    uncached = torch.stack(list(causal_frames(m, diffusion, n, SampleConfig(steps=3, **settings), n_sequences=2, seed=5,
-                                              progress=False, cache=False)), 1)  # fmt: skip
+    cached, uncached = rollouts(m, diffusion, n, {"steps": 3, **settings})
     assert cached.shape == (2, n, 3, 8, 8)
     assert cached.dtype == torch.float64
     # 1e-9: far above float64 rounding, far below what a wrong cache does (one frame too few moves frames by > 1e-4)
@@ -72,6 +85,47 @@ def test_cached_rollout_equals_the_uncached_one(diffusion, settings, monkeypatch
     assert torch.equal(cached, again)  # same seed, same frames
     other = torch.stack(list(generate_frames(m, diffusion, n, **{**kw, "seed": 6})), 1)
     assert not torch.equal(cached, other)
+
+
+@pytest.mark.parametrize("kw, settings", [
+    ({}, dict(schedule="autoregressive", chunk=1, context=0)),
+    ({}, dict(schedule="autoregressive", chunk=1, context=2, context_noise=0.1)),
+    ({"light_cone": True, "pool": [1, 2]}, dict(schedule="autoregressive", chunk=3, sampler="ddpm", context=1)),
+    ({}, dict(schedule="pyramid", chunk=2, context=1, context_noise=0.1)),
+    ({"gate": "key"}, dict(schedule="autoregressive", chunk=2, context=1, context_noise=0.014, context_mode="scaled")),
+])  # fmt: skip
+def test_a_context_below_the_span_is_honoured_by_the_uncached_rollout_too(diffusion, kw, settings, float64_noise):
+    m = model("msc", **kw).double()  # span 4: p_frames 1, 2 I-frames 2 apart
+    cached, uncached = rollouts(m, diffusion, 8, {"steps": 2, **settings})
+    torch.testing.assert_close(cached, uncached, atol=1e-9, rtol=1e-9)  # ~1e-15 apart on any CPU; see float64_noise
+    whole = torch.stack(list(generate_frames(m, diffusion, 8, n_sequences=2, seed=5, progress=False,
+                                             **{"steps": 2, **settings, "context": None})), 1)  # fmt: skip
+    assert (cached - whole).abs().max() > 1e-4  # the context changes the frames: a reference ignoring it would differ
+
+
+@pytest.mark.parametrize("mode", ["noised", "scaled"])
+def test_context_frames_are_noised_once_or_only_scaled(diffusion, mode, float64_noise):
+    m = model("msc").double()
+    written = []
+    forward = m.forward
+
+    def spy(x, t, *args, write=False, **kwargs):
+        if write:
+            written.append((x.clone(), t.clone()))
+        return forward(x, t, *args, write=write, **kwargs)
+
+    m.forward = spy
+    frames = torch.stack(list(generate_frames(m, diffusion, 4, steps=2, context_noise=0.05, context_mode=mode,
+                                              progress=False)), 1)  # fmt: skip
+    seen = torch.cat([x for x, _ in written], 1)  # (1, 4, C, H, W): the frames as context, each once
+    assert all((t == 5).all() for _, t in written)  # round(0.05 * 99)
+    scaled = diffusion.alphas_cumprod[5].sqrt() * frames
+    if mode == "scaled":  # Diffusion Forcing's DDIM path: x * sqrt(alpha_bar_t), no draw
+        torch.testing.assert_close(seen, scaled.to(seen.dtype), atol=1e-12, rtol=1e-12)
+    else:  # one Gaussian draw at that level
+        assert (seen - scaled).abs().max() > 1e-2
+    with pytest.raises(GriditError, match="unknown context mode 'fixed'; choose one of noised, scaled"):
+        SampleConfig(context_mode="fixed")
 
 
 @pytest.mark.slow
