@@ -23,10 +23,14 @@ from gridit_core.errors import GriditError
 CONFIDENCE = 0.95
 MIN_RUNS = 3  # runs a side a verdict needs
 MOTION_PREFIXES = ("plausible_", "motion_error_px", "max_error_px", "jump_rate", "reversal_rate", "stop_fraction")
+# metrics that are shares of something, so their intervals are cut to [0, 1] (plausible_run_* is a frame count)
+FRACTION_PREFIXES = ("plausible_rate", "detection_rate", "detection_gate", "appearance", "coherence", "jump_rate",
+                     "reversal_rate", "stop_fraction")  # fmt: skip
 
 
-def mean_interval(values, confidence=CONFIDENCE):
-    """``(mean, [lo, hi])``: the mean of ``values`` and its t-interval (None with fewer than two values)."""
+def mean_interval(values, confidence=CONFIDENCE, bounds=None):
+    """``(mean, [lo, hi])``: the mean of ``values`` and its t-interval (None with fewer than two values), cut to
+    ``bounds = (low, high)`` where the values cannot leave them (a rate's interval never reaches below 0)."""
     x = np.asarray(values, float)
     if not len(x):
         return None, None
@@ -36,7 +40,8 @@ def mean_interval(values, confidence=CONFIDENCE):
     from scipy.stats import t
 
     half = float(t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return mean, [mean - half, mean + half]
+    lo, hi = bounds or (-math.inf, math.inf)
+    return mean, [max(mean - half, lo), min(mean + half, hi)]
 
 
 def ratio_interval(a, b, paired=False, confidence=CONFIDENCE, seed=0):
@@ -136,7 +141,7 @@ def settings(records, metrics):
         stats = {}
         for m in metrics:
             values = [r["metrics"][m] for r in runs if m in r["metrics"]]
-            mean, ci = mean_interval(values)
+            mean, ci = mean_interval(values, bounds=(0.0, 1.0) if m.startswith(FRACTION_PREFIXES) else None)
             if mean is not None:
                 stats[m] = {"mean": mean, "ci": ci, "n": len(values)}
         out.append({"label": label, "setting": runs[0].get("setting", {}), "runs": [r["name"] for r in runs],

@@ -31,6 +31,17 @@ def test_mean_interval_is_the_t_interval():
     assert mean_interval([5.0]) == (5.0, None) and mean_interval([]) == (None, None)
 
 
+def test_a_rates_interval_stays_within_0_and_1():
+    mean, (lo, hi) = mean_interval([0.0, 0.1, 0.9], bounds=(0.0, 1.0))
+    assert lo == 0.0 and hi == 1.0 and mean == pytest.approx(1 / 3)
+    done = [{"status": "done", "setting_label": "s", "parameters": {"SEED": i}, "name": f"r{i}",
+             "metrics": {"plausible_rate_64": v, "plausible_run_64": v - 0.5, "final_loss": v}}
+            for i, v in enumerate([0.02, 0.05, 0.9])]  # fmt: skip
+    stats = settings(done, ["plausible_rate_64", "plausible_run_64", "final_loss"])[0]["metrics"]
+    assert stats["plausible_rate_64"]["ci"][0] == 0.0  # cut: the t-interval reaches below 0
+    assert stats["plausible_run_64"]["ci"][0] < 0 and stats["final_loss"]["ci"][0] < 0  # not rates: not cut
+
+
 def test_one_run_a_side_is_always_inconclusive():
     out = judge_claim(CLAIM, runs("grid", [1.0]) + runs("tensor", [30.0]))
     assert out["verdict"] == "inconclusive" and out["measured"] == pytest.approx(30.0) and out["runs"] == "1 vs 1"
