@@ -13,8 +13,9 @@ of ``num_heads``) and its Low-Res heads of ``D_lo = D - D_hi``:
   ``s D^2``), scores ``Q K^T`` and values ``P V`` ``s^2 D`` each;
 - MSC (``msc.MSCAttention``): the same projections at full width (queries, keys and values of every token, then the
   heads split); High-Res ``2 s K D_hi``, where every query gets ``K`` key slots, ``w^2 (v + 1)`` when its window's
-  keys are gathered (more with the light cone), or all ``(v + 1) L`` tokens of its frame block when they are masked
-  (``msc.high_res_path`` picks); Low-Res ``2 (s / r^2) (i + 1) (L / r^2) D_lo`` over tokens pooled by ``r``, ``i + 1``
+  keys are gathered (more with the light cone), all ``(v + 1) L`` tokens of its frame block when they are masked,
+  or the keys of its tile (the tile and a halo of the window's radius in each of the ``v + 1`` frames) in the tiled
+  kernel (``msc.high_res_path`` picks); Low-Res ``2 (s / r^2) (i + 1) (L / r^2) D_lo`` over tokens pooled by ``r``, ``i + 1``
   frames a query; and the branch gate, one ``D x 2`` map per frame (``2 T D``; twice that with the key-side gate,
   none when the weights are fixed).
 
@@ -23,9 +24,9 @@ after the product), so MSC's cost is linear in ``s`` where full attention's is q
 counts the pairs the masks let through instead: the True entries of the dense reference's masks.
 """
 
-from gridit_core.models.msc import high_res_path, window_radius
+from gridit_core.models.msc import HIGH_RES_PATHS, high_res_path, high_res_tile, tile_keys, window_radius
 
-PATHS = ("auto", "gathered", "blocked")  # High-Res kernels: the model's own choice, or one of its two kernels
+PATHS = ("auto", *HIGH_RES_PATHS)  # High-Res kernels: the model's own choice, or one of its kernels
 GATE_MAPS = {"equal": 0, "learned": 1, "key": 2}  # D x 2 maps per frame of each ``VideoDiTConfig.gate``
 
 
@@ -45,20 +46,25 @@ def full_attention_macs(frames, frame_tokens, hidden, scope="all"):
     return {"projections": 4 * s * hidden * hidden, "scores": pairs * hidden, "values": pairs * hidden}
 
 
-def high_res_keys(frame_tokens, window, p_frames, light_cone=False, path="auto"):
-    """The key slots of one High-Res query: its window in each of ``p_frames + 1`` frames (``"gathered"``), or every
-    token of those frames (``"blocked"``); ``"auto"``: the kernel the model picks for this frame size."""
+def high_res_keys(frame_tokens, window, p_frames, light_cone=False, path="auto", tile=None):
+    """The key slots of one High-Res query: its window in each of ``p_frames + 1`` frames (``"gathered"``), every
+    token of those frames (``"blocked"``), or its tile's keys (``"tiled"``, tiles of ``tile``, None: the model's
+    choice); ``"auto"``: the kernel the model picks for this frame size."""
     if path == "auto":
         path = high_res_path(frame_tokens, window, p_frames)
+    if path == "tiled":
+        tile = tile or high_res_tile(tuple(frame_tokens), window, p_frames, light_cone)
+        return tile_keys(tuple(frame_tokens), tuple(tile), window, p_frames, light_cone)
     if path == "blocked":
         return (p_frames + 1) * frame_tokens[0] * frame_tokens[1]
     return sum((2 * window_radius(window, k, light_cone) + 1) ** 2 for k in range(p_frames + 1))
 
 
 def msc_attention_macs(frames, frame_tokens, hidden, num_heads, *, high_heads=None, window=3, p_frames=1, pool=2,
-                       i_stride=2, i_frames=2, light_cone=False, path="auto", gate="learned"):  # fmt: skip
+                       i_stride=2, i_frames=2, light_cone=False, path="auto", tile=None, gate="learned"):  # fmt: skip
     """``{"projections", "high_res", "low_res", "gate"}`` multiply-adds of one MSC layer as its kernels compute it
-    (the module docstring); ``high_heads`` None means half the heads, as the model's default; ``gate`` as
+    (the module docstring); ``high_heads`` None means half the heads, as the model's default; ``path`` and ``tile``
+    the High-Res kernel (``high_res_keys``); ``gate`` as
     ``VideoDiTConfig.gate`` (``"equal"`` multiplies nothing). ``i_stride`` decides which frames are seen, not how
     many."""
     if path not in PATHS:
@@ -70,7 +76,7 @@ def msc_attention_macs(frames, frame_tokens, hidden, num_heads, *, high_heads=No
     width_lo = hidden - width_hi
     n = frame_tokens[0] * frame_tokens[1]
     s, pooled = frames * n, n // (pool * pool)
-    keys_hi = high_res_keys(frame_tokens, window, p_frames, light_cone, path)
+    keys_hi = high_res_keys(frame_tokens, window, p_frames, light_cone, path, tile)
     keys_lo = (i_frames + 1) * pooled
     return {
         "projections": 4 * s * hidden * hidden,

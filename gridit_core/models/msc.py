@@ -116,10 +116,56 @@ def _block_index(n_past, n_new, grid, window, p_frames, light_cone):
     return frame.clamp(min=0), mask.flatten(2)
 
 
+@lru_cache(maxsize=64)
+def _tile_index(n_past, n_new, grid, tile, window, p_frames, light_cone, dtype, device):
+    """For each new frame and tile of ``tile = (th, tw)`` queries, the flat indices of its keys among ``(n_past +
+    n_new)`` frames of tokens, ``(T, tiles, K)``, and the window as an additive mask ``(T * tiles, th * tw, K)``
+    (0 where a query sees the key, ``-inf`` where it does not or the key frame is before frame 0), in ``dtype`` on
+    ``device`` (cached per shape: the mask is built once, not per call)."""
+    (h, w), (th, tw) = grid, tile
+    ty, tx = torch.arange(h // th).repeat_interleave(w // tw), torch.arange(w // tw).repeat(h // th)  # (tiles,)
+    qy = ty[:, None] * th + torch.arange(th).repeat_interleave(tw)  # (tiles, Q) query rows
+    qx = tx[:, None] * tw + torch.arange(tw).repeat(th)  # (tiles, Q) query columns
+    index, seen = [], []
+    for k in range(p_frames + 1):  # key frame k back: a (kh, kw) block around the tile, slid inside the frame
+        rk = window_radius(window, k, light_cone)
+        kh, kw = min(h, th + 2 * rk), min(w, tw + 2 * rk)
+        ky = (ty * th - rk).clamp(0, h - kh)[:, None] + torch.arange(kh).repeat_interleave(kw)  # (tiles, Kk)
+        kx = (tx * tw - rk).clamp(0, w - kw)[:, None] + torch.arange(kw).repeat(kh)  # (tiles, Kk)
+        frame = n_past + torch.arange(n_new)[:, None, None] - k  # (T, 1, 1)
+        index.append((frame.clamp(min=0) * h + ky) * w + kx)  # (T, tiles, Kk)
+        near = ((qy[:, :, None] - ky[:, None]).abs() <= rk) & ((qx[:, :, None] - kx[:, None]).abs() <= rk)
+        seen.append(near & (frame >= 0)[..., None])  # (T, tiles, Q, Kk)
+    mask = torch.cat(seen, -1).flatten(0, 1)  # (T * tiles, Q, K)
+    bias = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, float("-inf"))
+    return torch.cat(index, -1).to(device), bias.to(device)
+
+
 def high_res_path(grid, window, p_frames):
     """``"blocked"`` when a frame block's keys are few enough that masking beats gathering (at most 8x the window's
     keys), else ``"gathered"``."""
     return "blocked" if grid[0] * grid[1] <= 8 * window * window else "gathered"
+
+
+HIGH_RES_PATHS = ("gathered", "blocked", "tiled")  # the High-Res kernels; "auto" asks ``high_res_path``
+
+
+def tile_keys(grid, tile, window, p_frames, light_cone):
+    """The keys of one tile of queries: its tile and a halo of the window's radius in each of ``p_frames + 1``
+    frames, the block slid inside the frame at its edges, so every query of the tile multiplies all of them."""
+    (h, w), (th, tw) = grid, tile
+    return sum(min(h, th + 2 * rk) * min(w, tw + 2 * rk)
+               for rk in (window_radius(window, k, light_cone) for k in range(p_frames + 1)))  # fmt: skip
+
+
+def high_res_tile(grid, window, p_frames, light_cone=False, min_queries=64):
+    """The tile ``(th, tw)`` of the tiled High-Res kernel: of the tiles that divide the ``(h, w)`` token grid and hold
+    at least ``min_queries`` queries (else the whole frame), the one whose queries see the fewest keys; wider tiles
+    first on ties, as a tile of whole rows needs no copy of the queries."""
+    h, w = grid
+    tiles = [(th, tw) for th in range(1, h + 1) if h % th == 0 for tw in range(w, 0, -1) if w % tw == 0]
+    tiles = [t for t in tiles if t[0] * t[1] >= min(min_queries, h * w)]
+    return min(tiles, key=lambda t: (tile_keys(grid, t, window, p_frames, light_cone), -t[1]))
 
 
 class KVCache:
@@ -158,7 +204,8 @@ class MSCAttention(nn.Module):
         self.rope_dims = 2 * (self.head_dim // 4)  # half of each head's channels carry time
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
-        self.high_path = "auto"  # High-Res kernel: "blocked", "gathered", or "auto" (by frame and window size)
+        self.high_path = "auto"  # High-Res kernel: one of HIGH_RES_PATHS, or "auto" (by frame and window size)
+        self.high_tile = None  # the tiled kernel's (th, tw); None: ``high_res_tile``'s choice
 
     @property
     def span(self):
@@ -211,7 +258,8 @@ class MSCAttention(nn.Module):
         out_hi = q_hi[..., :0]
         if self.high_heads:
             path = self.high_path if self.high_path != "auto" else high_res_path(grid, self.window, self.p_frames)
-            out_hi = (self._high_blocked if path == "blocked" else self._high_gathered)(q_hi, k_hi, v_hi, n_past, grid)
+            kernel = {"gathered": self._high_gathered, "blocked": self._high_blocked, "tiled": self._high_tiled}[path]
+            out_hi = kernel(q_hi, k_hi, v_hi, n_past, grid)
         out_lo = q_lo
         if q_lo.shape[1]:
             index, valid = (z.to(q_lo.device) for z in _low_index(n_past, q_lo.shape[2], self.i_frames, self.i_stride))
@@ -238,6 +286,30 @@ class MSCAttention(nn.Module):
                                                               self.p_frames, self.light_cone))  # fmt: skip
         kb, vb = k[:, :, frames].flatten(3, 4), v[:, :, frames].flatten(3, 4)  # (B, hh, T, (v+1)*L, dh) each
         return F.scaled_dot_product_attention(q, kb, vb, attn_mask=mask)  # (B, hh, T, L, dh)
+
+    def _high_tiled(self, q, k, v, n_past, grid):
+        """High-Res as neighbourhood attention in tiles: each tile of ``th x tw`` queries against its tile and a halo
+        of the window's radius in its frame and the ``v`` before it, all tiles of all frames in one SDPA call, the
+        exact window as an additive mask. Every product is a dense block and the keys are copied about
+        ``K / (th tw)`` times rather than ``w^2 (v+1)``, so the time follows the multiply-adds."""
+        (h, w), (b, hh, t, n, dh) = grid, q.shape
+        th, tw = self.high_tile or high_res_tile(tuple(grid), self.window, self.p_frames, self.light_cone)
+        if h % th or w % tw:
+            raise GriditError(f"the High-Res tile {th}x{tw} does not divide the frame's {h}x{w} token grid")
+        index, bias = _tile_index(n_past, t, tuple(grid), (th, tw), self.window, self.p_frames, self.light_cone,
+                                  q.dtype, q.device)  # (T, tiles, K), (T*tiles, Q, K)  # fmt: skip
+        tiles = index.shape[1]
+
+        def to_tiles(z):  # (B, hh, T, L, dh) -> (B*hh, T*tiles, Q, dh); a view when tiles are whole rows
+            z = z.reshape(b * hh, t, h // th, th, w // tw, tw, dh).transpose(3, 4)  # (B*hh, T, ny, nx, th, tw, dh)
+            return z.reshape(b * hh, t * tiles, th * tw, dh)
+
+        def keys(z):  # (B, hh, F, L, dh) -> (B*hh, T*tiles, K, dh): each tile's keys, one copy
+            return z.flatten(2, 3).index_select(2, index.flatten()).reshape(b * hh, t * tiles, -1, dh)
+
+        out = F.scaled_dot_product_attention(to_tiles(q), keys(k), keys(v), attn_mask=bias)  # (B*hh, T*tiles, Q, dh)
+        out = out.reshape(b * hh, t, h // th, w // tw, th, tw, dh).transpose(3, 4)  # (B*hh, T, ny, th, nx, tw, dh)
+        return out.reshape(b, hh, t, n, dh)
 
     def _dense(self, q_hi, q_lo, keys, n_past, grid, floor=None):
         """The same attention over all tokens with full boolean masks built from coordinates: the reference.

@@ -45,19 +45,20 @@ def test_full_attention_counts_equal_the_flop_counter(scope, frames, grid, hidde
     assert counted_flops(lambda: layer(x)) == 2 * total(full_attention_macs(frames, grid, hidden, scope))
 
 
-@pytest.mark.parametrize("path", ["gathered", "blocked"])
+@pytest.mark.parametrize("path,tile", [("gathered", None), ("blocked", None), ("tiled", None), ("tiled", (2, 2))])
 @pytest.mark.parametrize("frames,grid,hidden,heads,kw", [
     (5, (4, 4), 32, 4, {}),
     (7, (4, 6), 48, 4, {"high_heads": 1, "window": 5, "p_frames": 2, "i_stride": 3, "i_frames": 1}),
     (4, (6, 6), 36, 3, {"high_heads": 2, "pool": 3, "p_frames": 0, "i_frames": 0, "light_cone": True}),
     (6, (4, 4), 32, 4, {"p_frames": 2, "light_cone": True}),
 ])  # fmt: skip
-def test_msc_counts_equal_the_flop_counter_on_each_kernel(path, frames, grid, hidden, heads, kw):
+def test_msc_counts_equal_the_flop_counter_on_each_kernel(path, tile, frames, grid, hidden, heads, kw):
     layer = msc_layer(hidden, heads, **kw)
-    layer.high_path = path
+    layer.high_path, layer.high_tile = path, tile
     x = torch.randn(1, frames, grid[0] * grid[1], hidden)
     counted = counted_flops(lambda: layer(x, grid, torch.arange(frames)))
-    cost = msc_attention_macs(frames, grid, hidden, heads, path=path, gate="equal", **{"high_heads": heads // 2, **kw})
+    cost = msc_attention_macs(frames, grid, hidden, heads, path=path, tile=tile, gate="equal",
+                              **{"high_heads": heads // 2, **kw})  # fmt: skip
     assert cost["gate"] == 0 and counted == 2 * total(cost)
 
 
