@@ -66,6 +66,19 @@ def unpool_tokens(x, grid, r):
     return x.reshape(*lead, h * w, x.shape[-1])
 
 
+def attend(q, k, v, bias=None):
+    """Softmax attention of ``q (N, H, Q, d)`` over ``k, v (N, H, K, d)`` with an additive ``bias`` broadcast to
+    ``(N, H, Q, K)`` (or none). On the CPU as two batched products and a softmax: for the few keys MSC gives a query,
+    that beats the fused SDPA kernel, whose time with a mask is several times its time without (measured, torch 2.14);
+    elsewhere the fused kernel."""
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))  # (N, H, Q, K)
+    if bias is not None:
+        scores = scores + bias
+    return torch.matmul(scores.softmax(dim=-1), v)  # (N, H, Q, d)
+
+
 def per_head(weights, high_heads, heads):
     """Branch weights ``(B, T, 2)`` (High-Res, Low-Res) spread over the heads: ``(B, heads, T, 1, 1)``, the first
     ``high_heads`` taking the High-Res weight."""
@@ -158,7 +171,7 @@ def tile_keys(grid, tile, window, p_frames, light_cone):
                for rk in (window_radius(window, k, light_cone) for k in range(p_frames + 1)))  # fmt: skip
 
 
-def high_res_tile(grid, window, p_frames, light_cone=False, min_queries=64):
+def high_res_tile(grid, window, p_frames, light_cone=False, min_queries=32):
     """The tile ``(th, tw)`` of the tiled High-Res kernel: of the tiles that divide the ``(h, w)`` token grid and hold
     at least ``min_queries`` queries (else the whole frame), the one whose queries see the fewest keys; wider tiles
     first on ties, as a tile of whole rows needs no copy of the queries."""
@@ -215,8 +228,9 @@ class MSCAttention(nn.Module):
     def _qkv(self, x, frames):
         b, t, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, t, n, 3, self.num_heads, self.head_dim)  # (B, T, L, 3, h, d)
-        q, k, v = qkv.permute(3, 0, 4, 1, 2, 5).unbind(0)  # (B, h, T, L, d) each
-        return rope_time(q, frames, self.rope_dims), rope_time(k, frames, self.rope_dims), v
+        qkv = qkv.permute(3, 0, 4, 1, 2, 5).contiguous()  # (3, B, h, T, L, d): one copy, then contiguous passes
+        q, k = rope_time(qkv[:2], frames, self.rope_dims).unbind(0)  # (B, h, T, L, d) each
+        return q, k, qkv[2]
 
     def forward(self, x, grid, frames, gate=None, key_gate=None, cache=None, layer=0, write=False, reference=False,
                 earliest=None):  # fmt: skip
@@ -262,12 +276,14 @@ class MSCAttention(nn.Module):
             out_hi = kernel(q_hi, k_hi, v_hi, n_past, grid)
         out_lo = q_lo
         if q_lo.shape[1]:
-            index, valid = (z.to(q_lo.device) for z in _low_index(n_past, q_lo.shape[2], self.i_frames, self.i_stride))
-            lp = q_lo.shape[3]
-            kg = k_lo[:, :, index].flatten(3, 4)  # (B, hl, T, (I+1)*Lp, dh)
-            vg = v_lo[:, :, index].flatten(3, 4)
-            mask = valid.repeat_interleave(lp, dim=1)[:, None, :]  # (T, 1, (I+1)*Lp)
-            out_lo = F.scaled_dot_product_attention(q_lo, kg, vg, attn_mask=mask)  # (B, hl, T, Lp, dh)
+            b, hl, t, lp, dh = q_lo.shape
+            index, valid = (z.to(q_lo.device) for z in _low_index(n_past, t, self.i_frames, self.i_stride))
+            kg, vg = (z[:, :, index].reshape(b * hl, t, -1, dh) for z in (k_lo, v_lo))  # (B*hl, T, (I+1)*Lp, dh)
+            bias = None
+            if not valid.all():  # I-frames before frame 0
+                bias = torch.zeros(valid.shape, dtype=q_lo.dtype, device=q_lo.device).masked_fill_(~valid, float("-inf"))
+                bias = bias.repeat_interleave(lp, dim=1)[:, None, :]  # (T, 1, (I+1)*Lp)
+            out_lo = attend(q_lo.reshape(b * hl, t, lp, dh), kg, vg, bias).reshape(b, hl, t, lp, dh)
         return out_hi, out_lo
 
     def _high_gathered(self, q, k, v, n_past, grid):
@@ -305,9 +321,11 @@ class MSCAttention(nn.Module):
             return z.reshape(b * hh, t * tiles, th * tw, dh)
 
         def keys(z):  # (B, hh, F, L, dh) -> (B*hh, T*tiles, K, dh): each tile's keys, one copy
-            return z.flatten(2, 3).index_select(2, index.flatten()).reshape(b * hh, t * tiles, -1, dh)
+            z = z.flatten(2, 3)  # index_select's backward (index_add) is the faster, indexing's forward
+            z = z.index_select(2, index.flatten()) if z.requires_grad else z[:, :, index]
+            return z.reshape(b * hh, t * tiles, -1, dh)
 
-        out = F.scaled_dot_product_attention(to_tiles(q), keys(k), keys(v), attn_mask=bias)  # (B*hh, T*tiles, Q, dh)
+        out = attend(to_tiles(q), keys(k), keys(v), bias)  # (B*hh, T*tiles, Q, dh)
         out = out.reshape(b * hh, t, h // th, w // tw, th, tw, dh).transpose(3, 4)  # (B*hh, T, ny, th, nx, tw, dh)
         return out.reshape(b, hh, t, n, dh)
 

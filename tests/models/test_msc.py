@@ -109,8 +109,9 @@ def test_a_tiled_model_rolls_out_with_its_cache_as_the_whole_clip():
 
 
 def test_tiles_are_picked_to_see_the_fewest_keys():
-    assert high_res_tile((8, 8), 3, 1) == (8, 8)  # 64 tokens: one tile, the frame block
-    assert high_res_tile((16, 16), 3, 1) == (4, 16)  # strips of 4 rows: 2 x 6 x 16 keys; squares of 8 see 2 x 10 x 10
+    assert high_res_tile((8, 8), 3, 1) == (4, 8)  # 2 x 6 x 8 keys; the whole frame's 2 x 64, (8, 4) as many
+    assert high_res_tile((16, 16), 3, 1) == (4, 8)  # 2 x 6 x 10 keys; strips of two rows see 2 x 4 x 16
+    assert high_res_tile((16, 16), 3, 1, min_queries=64) == (4, 16)  # 2 x 6 x 16; squares of 8 see 2 x 10 x 10
     assert tile_keys((16, 16), (4, 16), 3, 1, False) == 192 and tile_keys((16, 16), (8, 8), 3, 1, False) == 200
     assert tile_keys((16, 16), (4, 16), 3, 2, True) == 6 * 16 + 8 * 16 + 10 * 16  # the halo grows with the cone
     assert tile_keys((4, 6), (1, 3), 7, 0, False) == 4 * 6  # the block never leaves the frame
