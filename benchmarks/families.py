@@ -5,6 +5,7 @@ the tensor model and MSC at the final resolution), and peak memory sampling 1,00
     .venv/bin/python benchmarks/families.py            # about 15 minutes on 2 CPU cores
     .venv/bin/python benchmarks/families.py --quick    # tiny counts: a smoke test
     .venv/bin/python benchmarks/families.py --only peak_memory_mib   # re-measure sections into the saved report
+    .venv/bin/python benchmarks/families.py --only large_frames      # 64 x 64 and 16 x 256 tokens, each kernel
 
 Writes ``reports/bench/families.json`` and ``reports/bench/families.png``. Models are randomly initialised (speed
 does not depend on the weights) and share width and depth (``DiT-N/4``: 4 blocks, width 128, 4 heads); every
@@ -30,6 +31,7 @@ import torch  # noqa: E402
 from gridit_core.diffusion import Diffusion, DiffusionConfig  # noqa: E402
 from gridit_core.models import build_dit  # noqa: E402
 from gridit_core.models.cost import layer_macs, paper_full_flops, paper_msc_flops, total  # noqa: E402
+from gridit_core.models.msc import HIGH_RES_PATHS  # noqa: E402
 from gridit_core.models.sr import build_sr_model  # noqa: E402
 from gridit_core.sampling import FAMILIES, SampleConfig, generate_frames  # noqa: E402
 from gridit_core.sampling.rollout import causal_frames  # noqa: E402
@@ -107,6 +109,45 @@ def by_length(lengths, repeats, frame_size=16):
                          "attention_forward_s": attn, **layer_cost(model, t_len)})  # fmt: skip
             print(f"  {arch:6s} T={t_len:4d}: forward {fwd * 1e3:8.1f} ms, train step {train * 1e3:8.1f} ms, "
                   f"one attention layer {attn * 1e3:8.1f} ms", flush=True)  # fmt: skip
+    return rows
+
+
+def large_frames(sizes, repeats):
+    """Full attention against MSC on each High-Res kernel (``msc.HIGH_RES_PATHS``) where frames hold many tokens
+    (``sizes``: (frame px, frames) pairs; patch 4): one attention layer, the forward pass and a training step, each
+    with tensor time / MSC time beside the layer's multiply-add ratio, tensor / MSC (``models.cost``)."""
+    rows = []
+    for frame_size, t_len in sizes:
+        x = torch.randn(1, t_len, 3, frame_size, frame_size)
+        t = torch.randint(0, 1000, (1, t_len))
+        row = {"frame_size": frame_size, "frames": t_len, "tokens": t_len * (frame_size // 4) ** 2}
+        for arch, path in [("tensor", None)] + [("msc", p) for p in HIGH_RES_PATHS]:
+            model = video_model(arch, frame_size, t_len)
+            for block in model.blocks if path else ():
+                block.attn.high_path = path
+            with torch.no_grad():
+                fwd = median_time(lambda: model(x, t), repeats)
+            opt = torch.optim.SGD(model.parameters(), lr=0.0)
+
+            def step():
+                opt.zero_grad()
+                model(x, t).square().mean().backward()
+                opt.step()
+
+            cost = layer_macs(model.config, t_len, path=path or "auto")
+            products = total(cost) - cost["projections"] - cost.get("gate", 0)  # scores and weighted sums
+            row[path or arch] = {"attention_forward_s": median_time(attention_call(model, t_len), repeats),
+                                 "forward_s": fwd, "train_step_s": median_time(step, max(1, repeats // 2)),
+                                 "macs_per_layer": total(cost), "attention_macs_per_layer": products}  # fmt: skip
+        for path in HIGH_RES_PATHS:
+            row[path]["tensor_over_msc"] = {k: row["tensor"][k] / row[path][k] for k in row["tensor"]}
+            ratios = row[path]["tensor_over_msc"]
+            print(f"  {t_len} frames x {row['tokens'] // t_len} tokens, {path:8s}: tensor / MSC time: attention layer "
+                  f"{ratios['attention_forward_s']:.1f}x, forward {ratios['forward_s']:.1f}x, training step "
+                  f"{ratios['train_step_s']:.1f}x; multiply-adds of one layer {ratios['macs_per_layer']:.0f}x, of its "
+                  f"attention products {ratios['attention_macs_per_layer']:.0f}x",
+                  flush=True)  # fmt: skip
+        rows.append(row)
     return rows
 
 
@@ -241,7 +282,7 @@ def figure(report):
     return buf.getvalue()
 
 
-SECTIONS = ("by_length", "autoregressive", "paper_comparison", "peak_memory_mib")
+SECTIONS = ("by_length", "large_frames", "autoregressive", "paper_comparison", "peak_memory_mib")
 
 
 def measure(section, quick):
@@ -249,6 +290,9 @@ def measure(section, quick):
     if section == "by_length":
         print("cost by sequence length", flush=True)
         return {"by_length": by_length([4] if quick else [8, 16, 32, 64, 128, 256], 1 if quick else 5)}
+    if section == "large_frames":
+        print("full attention against MSC's High-Res kernels at many tokens a frame", flush=True)
+        return {"large_frames": large_frames([(16, 2)] if quick else [(32, 64), (64, 16)], 1 if quick else 5)}
     if section == "autoregressive":
         print("autoregressive cost per frame", flush=True)
         return {"autoregressive": autoregressive_cost(3 if quick else 64, 1 if quick else 10)}

@@ -66,6 +66,12 @@ def test_families_benchmark_reports_every_section(tmp_path, monkeypatch):
         module.register_forward_hook(lambda mod, args, output, name=name: called.append(name))
     families.attention_call(model, 4)()
     assert "blocks.0.attn" in called and all(name.startswith("blocks.0.attn") for name in called)
+    assert [(r["frames"], r["tokens"]) for r in report["large_frames"]] == [(2, 32)]
+    for path in ("gathered", "blocked", "tiled"):  # each kernel timed beside its multiply-adds, as the tensor model
+        ratios = report["large_frames"][0][path]["tensor_over_msc"]
+        assert set(ratios) == {"attention_forward_s", "forward_s", "train_step_s", "macs_per_layer",
+                               "attention_macs_per_layer"}  # fmt: skip
+        assert all(v > 0 for v in ratios.values())
     assert set(report["autoregressive"]) == {"cached", "uncached"} and len(report["autoregressive"]["cached"]) == 3
     assert [r["frames"] for r in report["paper_comparison"]] == [4]
     assert [r["arch"] for r in report["peak_memory_mib"]] == ["grid", "tensor", "msc"]

@@ -15,8 +15,8 @@ of ``num_heads``) and its Low-Res heads of ``D_lo = D - D_hi``:
   heads split); High-Res ``2 s K D_hi``, where every query gets ``K`` key slots, ``w^2 (v + 1)`` when its window's
   keys are gathered (more with the light cone), all ``(v + 1) L`` tokens of its frame block when they are masked,
   or the keys of its tile (the tile and a halo of the window's radius in each of the ``v + 1`` frames) in the tiled
-  kernel (``msc.high_res_path`` picks); Low-Res ``2 (s / r^2) (i + 1) (L / r^2) D_lo`` over tokens pooled by ``r``, ``i + 1``
-  frames a query; and the branch gate, one ``D x 2`` map per frame (``2 T D``; twice that with the key-side gate,
+  kernel (``msc.high_res_path`` picks); Low-Res ``2 (s / r^2) (i + 1) (L / r^2) D_lo`` over tokens pooled by ``r``,
+  ``i + 1`` frames a query; and the branch gate, one ``D x 2`` map per frame (``2 T D``; twice that with the key-side gate,
   none when the weights are fixed).
 
 Every query gets the same key slots, the ones that fall outside the frame or before frame 0 included (they are masked
@@ -86,16 +86,16 @@ def msc_attention_macs(frames, frame_tokens, hidden, num_heads, *, high_heads=No
     }
 
 
-def layer_macs(config, frames, block=0):
+def layer_macs(config, frames, block=0, path="auto"):
     """The cost dict of block ``block``'s attention in a sequence model of ``config`` (``VideoDiTConfig``) on clips of
-    ``frames`` frames: MSC's or the tensor model's, as that block computes it."""
+    ``frames`` frames: MSC's (on the High-Res kernel ``path``) or the tensor model's, as that block computes it."""
     if not config.causal:
         scope = "all" if config.attention == "full" else ("space", "time")[block % 2]
         return full_attention_macs(frames, config.frame_tokens, config.hidden_size, scope)
     return msc_attention_macs(frames, config.frame_tokens, config.hidden_size, config.num_heads,
                               high_heads=config.high_heads, window=config.window, p_frames=config.p_frames,
                               pool=config.pools[block], i_stride=config.i_stride, i_frames=config.i_frames,
-                              light_cone=config.light_cone, gate=config.gate)  # fmt: skip
+                              light_cone=config.light_cone, path=path, gate=config.gate)  # fmt: skip
 
 
 def _pairs_1d(n, radius):
