@@ -2,11 +2,14 @@
 token grids, tiles of whole rows or not, windows wider than a tile or than the frame, the light cone, frames before
 frame 0, and the KV cache; how it picks its tiles."""
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gridit_core.errors import GriditError
-from gridit_core.models.msc import KVCache, MSCAttention, high_res_tile, tile_keys
+from gridit_core.models.msc import KVCache, MSCAttention, attend, high_res_tile, tile_keys
 from gridit_core.sampling import FAMILIES
 
 pytestmark = pytest.mark.unit
@@ -121,3 +124,14 @@ def test_tiles_are_picked_to_see_the_fewest_keys():
     attn.high_path, attn.high_tile = "tiled", (3, 3)
     with pytest.raises(GriditError, match="the High-Res tile 3x3 does not divide the frame's 8x8 token grid"):
         attn(tokens(1, 2, (8, 8)), (8, 8), torch.arange(2))
+
+
+def test_the_cpu_products_equal_sdpa_with_the_same_mask():
+    """``attend`` runs two products and a softmax on the CPU and SDPA elsewhere: the two agree, masks included."""
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 5, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    bias = torch.zeros(3, 5, 5, dtype=torch.float64).masked_fill_(torch.rand(3, 5, 5, generator=g) < 0.4, -math.inf)
+    bias[..., 0] = 0  # every query sees a key
+    torch.testing.assert_close(attend(q, k, v, bias), F.scaled_dot_product_attention(q, k, v, attn_mask=bias), **TOL)
+    torch.testing.assert_close(attend(q, k, v), F.scaled_dot_product_attention(q, k, v), **TOL)
+    assert (attend(q, k, v, bias) - attend(q, k, v)).abs().max() > 1e-3
