@@ -307,9 +307,9 @@ class MSCAttention(nn.Module):
 
     def _high_tiled(self, q, k, v, n_past, grid):
         """High-Res as neighbourhood attention in tiles: each tile of ``th x tw`` queries against its tile and a halo
-        of the window's radius in its frame and the ``v`` before it, all tiles of all frames in one SDPA call, the
-        exact window as an additive mask. Every product is a dense block and the keys are copied about
-        ``K / (th tw)`` times rather than ``w^2 (v+1)``, so the time follows the multiply-adds."""
+        of the window's radius in its frame and the ``v`` before it, all tiles of all frames in one batched product
+        (``attend``), the exact window as an additive mask. Every product is a dense block and each query's keys are
+        copied ``K / (th tw)`` times rather than ``w^2 (v+1)``, so the time follows the multiply-adds."""
         (h, w), (b, hh, t, n, dh) = grid, q.shape
         th, tw = self.high_tile or high_res_tile(tuple(grid), self.window, self.p_frames, self.light_cone)
         if h % th or w % tw:
