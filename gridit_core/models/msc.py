@@ -15,8 +15,8 @@ rollouts may run past the training length. Each frame's noise-level embedding se
 (see ``BranchGate``): the query frame's for the branch outputs, and optionally each key frame's for its values.
 
 The cost really drops, with no T x T score matrix: the High-Res branch gathers each query's
-``(p_frames+1) * window^2`` keys (``"gathered"``), or runs one SDPA call per frame over the ``(p_frames+1) * L``
-tokens of its frame block with the window as a mask (``"blocked"``), or splits each frame into tiles of queries that
+``(p_frames+1) * window^2`` keys (``"gathered"``), or attends from each frame to the ``(p_frames+1) * L`` tokens of
+its frame block with the window as a mask (``"blocked"``), or splits each frame into tiles of queries that
 attend to their tile and a halo of the window's radius in their frame and the ``p_frames`` before it, all tiles in
 one batched product with the window as a mask (``"tiled"``, neighbourhood attention in tiles: dense products whose
 time follows their multiply-adds); ``high_res_path`` picks by frame size. The Low-Res branch attends over
@@ -114,21 +114,6 @@ def _low_index(n_past, n_new, i_frames, i_stride):
     """For each new frame, the positions of its I-frames among ``(n_past + n_new)`` frames, and which exist."""
     frame = n_past + torch.arange(n_new)[:, None] - i_stride * torch.arange(i_frames + 1)  # (T, I+1)
     return frame.clamp(min=0), frame >= 0
-
-
-@lru_cache(maxsize=64)
-def _block_index(n_past, n_new, grid, window, p_frames, light_cone):
-    """For each new frame, its ``p_frames + 1`` High-Res key frames among ``(n_past + n_new)`` frames ``(T, V)``, and
-    the mask ``(T, L, V*L)`` of the keys each query may see: its window in frames that exist (CPU; cached per shape)."""
-    h, w = grid
-    back = torch.arange(p_frames + 1)  # (V,) frame distance
-    frame = n_past + torch.arange(n_new)[:, None] - back  # (T, V)
-    radius = torch.tensor([window_radius(window, int(k), light_cone) for k in back])  # (V,)
-    yy, xx = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)  # (L,) each
-    near = ((yy[:, None] - yy[None, :]).abs()[:, None, :] <= radius[None, :, None]) & (
-        (xx[:, None] - xx[None, :]).abs()[:, None, :] <= radius[None, :, None])  # (L, V, L)
-    mask = near[None] & (frame >= 0)[:, None, :, None]  # (T, L, V, L)
-    return frame.clamp(min=0), mask.flatten(2)
 
 
 @lru_cache(maxsize=64)
@@ -298,20 +283,18 @@ class MSCAttention(nn.Module):
         return torch.einsum("bhtlk,bhtlkd->bhtld", probs, vg)  # (B, hh, T, L, dh)
 
     def _high_blocked(self, q, k, v, n_past, grid):
-        """High-Res as one SDPA call per frame block: each frame's queries against all tokens of its ``v + 1``
-        frames, the window as a mask. For small frames this beats gathering: fewer copies, one fused kernel."""
-        frames, mask = (z.to(q.device) for z in _block_index(n_past, q.shape[2], tuple(grid), self.window,
-                                                              self.p_frames, self.light_cone))  # fmt: skip
-        kb, vb = k[:, :, frames].flatten(3, 4), v[:, :, frames].flatten(3, 4)  # (B, hh, T, (v+1)*L, dh) each
-        return F.scaled_dot_product_attention(q, kb, vb, attn_mask=mask)  # (B, hh, T, L, dh)
+        """High-Res with each frame's queries against all tokens of its ``v + 1`` frames, the window as a mask: the
+        tiled kernel with the whole frame as its one tile. For small frames this beats gathering: fewer copies, two
+        dense products."""
+        return self._high_tiled(q, k, v, n_past, grid, tile=tuple(grid))
 
-    def _high_tiled(self, q, k, v, n_past, grid):
+    def _high_tiled(self, q, k, v, n_past, grid, tile=None):
         """High-Res as neighbourhood attention in tiles: each tile of ``th x tw`` queries against its tile and a halo
         of the window's radius in its frame and the ``v`` before it, all tiles of all frames in one batched product
         (``attend``), the exact window as an additive mask. Every product is a dense block and each query's keys are
         copied ``K / (th tw)`` times rather than ``w^2 (v+1)``, so the time follows the multiply-adds."""
         (h, w), (b, hh, t, n, dh) = grid, q.shape
-        th, tw = self.high_tile or high_res_tile(tuple(grid), self.window, self.p_frames, self.light_cone)
+        th, tw = tile or self.high_tile or high_res_tile(tuple(grid), self.window, self.p_frames, self.light_cone)
         if h % th or w % tw:
             raise GriditError(f"the High-Res tile {th}x{tw} does not divide the frame's {h}x{w} token grid")
         index, bias = _tile_index(n_past, t, tuple(grid), (th, tw), self.window, self.p_frames, self.light_cone,
