@@ -26,6 +26,9 @@ MOTION_PREFIXES = ("plausible_", "motion_error_px", "max_error_px", "jump_rate",
 # metrics that are shares of something, so their intervals are cut to [0, 1] (plausible_run_* is a frame count)
 FRACTION_PREFIXES = ("plausible_rate", "detection_rate", "detection_gate", "appearance", "coherence", "jump_rate",
                      "reversal_rate", "stop_fraction")  # fmt: skip
+# metrics that cannot be negative (times, counts, losses, distances), so their intervals stop at 0
+NONNEGATIVE_PREFIXES = ("sample_seconds", "train_", "steps_per_second", "plausible_run", "motion_error", "max_error",
+                        "final_loss", "fvd", "fid", "params_millions", "flops_per_step")  # fmt: skip
 
 
 def mean_interval(values, confidence=CONFIDENCE, bounds=None):
@@ -129,6 +132,14 @@ def judge_claim(claim, records):
     return row | {"verdict": verdict, "why": why}
 
 
+def metric_bounds(metric):
+    """The values ``metric`` can take, ``(low, high)``, where the name says: a share in [0, 1], a non-negative
+    quantity from 0; None otherwise."""
+    if metric.startswith(FRACTION_PREFIXES):
+        return (0.0, 1.0)
+    return (0.0, math.inf) if metric.startswith(NONNEGATIVE_PREFIXES) else None
+
+
 def settings(records, metrics):
     """One entry per setting of the finished runs, in run order: ``{"label", "setting", "runs", "seeds", "metrics":
     {name: {"mean", "ci", "n"}}}`` over its seeds."""
@@ -141,7 +152,7 @@ def settings(records, metrics):
         stats = {}
         for m in metrics:
             values = [r["metrics"][m] for r in runs if m in r["metrics"]]
-            mean, ci = mean_interval(values, bounds=(0.0, 1.0) if m.startswith(FRACTION_PREFIXES) else None)
+            mean, ci = mean_interval(values, bounds=metric_bounds(m))
             if mean is not None:
                 stats[m] = {"mean": mean, "ci": ci, "n": len(values)}
         out.append({"label": label, "setting": runs[0].get("setting", {}), "runs": [r["name"] for r in runs],

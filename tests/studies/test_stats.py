@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from gridit_core.studies.stats import gate_metric, judge_claim, mean_interval, ratio_interval, settings
+from gridit_core.studies.stats import gate_metric, judge_claim, mean_interval, metric_bounds, ratio_interval, settings
 
 pytestmark = pytest.mark.unit
 
@@ -31,15 +31,17 @@ def test_mean_interval_is_the_t_interval():
     assert mean_interval([5.0]) == (5.0, None) and mean_interval([]) == (None, None)
 
 
-def test_a_rates_interval_stays_within_0_and_1():
+def test_intervals_stay_where_the_values_can_be():
     mean, (lo, hi) = mean_interval([0.0, 0.1, 0.9], bounds=(0.0, 1.0))
     assert lo == 0.0 and hi == 1.0 and mean == pytest.approx(1 / 3)
     done = [{"status": "done", "setting_label": "s", "parameters": {"SEED": i}, "name": f"r{i}",
-             "metrics": {"plausible_rate_64": v, "plausible_run_64": v - 0.5, "final_loss": v}}
+             "metrics": {"plausible_rate_64": v, "plausible_run_64": 10 * v, "final_loss": v}}
             for i, v in enumerate([0.02, 0.05, 0.9])]  # fmt: skip
     stats = settings(done, ["plausible_rate_64", "plausible_run_64", "final_loss"])[0]["metrics"]
     assert stats["plausible_rate_64"]["ci"][0] == 0.0  # cut: the t-interval reaches below 0
-    assert stats["plausible_run_64"]["ci"][0] < 0 and stats["final_loss"]["ci"][0] < 0  # not rates: not cut
+    assert stats["plausible_run_64"]["ci"][0] == 0.0 and stats["final_loss"]["ci"][0] == 0.0  # cannot be negative
+    assert stats["plausible_run_64"]["ci"][1] > 1 and stats["plausible_rate_64"]["ci"][1] <= 1  # not rates: no cap
+    assert metric_bounds("sample_seconds_per_frame_256") == (0.0, math.inf) and metric_bounds("some_score") is None
 
 
 def test_one_run_a_side_is_always_inconclusive():
