@@ -142,9 +142,10 @@ def _tile_index(n_past, n_new, grid, tile, window, p_frames, light_cone, dtype, 
 
 
 def high_res_path(grid, window, p_frames):
-    """``"blocked"`` when a frame block's keys are few enough that masking beats gathering (at most 8x the window's
-    keys), else ``"gathered"``."""
-    return "blocked" if grid[0] * grid[1] <= 8 * window * window else "gathered"
+    """``"blocked"`` (one tile a frame) when a frame block's keys are few enough (at most 8x the window's keys), else
+    ``"tiled"``: on a quiet 2-core CPU the tiled kernel beat gathering at 16 frames of 16x16 tokens by 1.2x in the
+    layer and 1.4x in a training step (``benchmarks/families.py --only large_frames``, docs/families.md)."""
+    return "blocked" if grid[0] * grid[1] <= 8 * window * window else "tiled"
 
 
 HIGH_RES_PATHS = ("gathered", "blocked", "tiled")  # the High-Res kernels; "auto" asks ``high_res_path``

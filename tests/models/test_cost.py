@@ -68,8 +68,8 @@ def test_the_gate_is_one_small_map_per_frame():
 
 
 def test_auto_counts_the_kernel_the_model_picks():
-    small, large = (4, 4), (16, 16)  # 16 tokens: the masked frame block; 256: the gathered window
-    for grid, path in ((small, "blocked"), (large, "gathered")):
+    small, large = (4, 4), (16, 16)  # 16 tokens: the masked frame block; 256: the tiled window
+    for grid, path in ((small, "blocked"), (large, "tiled")):
         assert msc_attention_macs(8, grid, 64, 4) == msc_attention_macs(8, grid, 64, 4, path=path)
     assert msc_attention_macs(8, small, 64, 4, path="gathered") != msc_attention_macs(8, small, 64, 4, path="blocked")
     with pytest.raises(ValueError, match="path must be one of"):
