@@ -85,6 +85,20 @@ def attention_call(model, frames):
     return call
 
 
+def forward_and_step(model, x, t, repeats):
+    """Median seconds of a forward pass (no grad) and of a training step (zero-lr SGD) of ``model`` on ``(x, t)``."""
+    with torch.no_grad():
+        fwd = median_time(lambda: model(x, t), repeats)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+
+    def step():
+        opt.zero_grad()
+        model(x, t).square().mean().backward()
+        opt.step()
+
+    return fwd, median_time(step, max(1, repeats // 2))
+
+
 def by_length(lengths, repeats, frame_size=16):
     """Forward and training-step time, and the FLOP counts, of both families at each clip length."""
     rows = []
@@ -93,16 +107,7 @@ def by_length(lengths, repeats, frame_size=16):
             model = video_model(arch, frame_size, t_len)
             x = torch.randn(1, t_len, 3, frame_size, frame_size)
             t = torch.randint(0, 1000, (1, t_len))
-            with torch.no_grad():
-                fwd = median_time(lambda: model(x, t), repeats)
-            opt = torch.optim.SGD(model.parameters(), lr=0.0)
-
-            def step():
-                opt.zero_grad()
-                model(x, t).square().mean().backward()
-                opt.step()
-
-            train = median_time(step, max(1, repeats // 2))
+            fwd, train = forward_and_step(model, x, t, repeats)
             attn = median_time(attention_call(model, t_len), repeats)
             tokens = t_len * (frame_size // 4) ** 2
             rows.append({"arch": arch, "frames": t_len, "tokens": tokens, "forward_s": fwd, "train_step_s": train,
@@ -125,19 +130,11 @@ def large_frames(sizes, repeats):
             model = video_model(arch, frame_size, t_len)
             for block in model.blocks if path else ():
                 block.attn.high_path = path
-            with torch.no_grad():
-                fwd = median_time(lambda: model(x, t), repeats)
-            opt = torch.optim.SGD(model.parameters(), lr=0.0)
-
-            def step():
-                opt.zero_grad()
-                model(x, t).square().mean().backward()
-                opt.step()
-
+            fwd, train = forward_and_step(model, x, t, repeats)
             cost = layer_macs(model.config, t_len, path=path or "auto")
             products = total(cost) - cost["projections"] - cost.get("gate", 0)  # scores and weighted sums
             row[path or arch] = {"attention_forward_s": median_time(attention_call(model, t_len), repeats),
-                                 "forward_s": fwd, "train_step_s": median_time(step, max(1, repeats // 2)),
+                                 "forward_s": fwd, "train_step_s": train,
                                  "macs_per_layer": total(cost), "attention_macs_per_layer": products}  # fmt: skip
         for path in HIGH_RES_PATHS:
             row[path]["tensor_over_msc"] = {k: row["tensor"][k] / row[path][k] for k in row["tensor"]}

@@ -61,7 +61,7 @@ def inception_parity(script_path, frames):
     TorchScript fed with pytorch-fid's conventions instead of TensorFlow's, as an FID between the two feature sets."""
     _, script = read_network(script_path, "Inception")
     model = FIDInceptionV3().eval()
-    model.load_state_dict(state_from_script(script.state_dict()), strict=False)
+    model.load_state_dict(state_from_script(script.state_dict()))  # strict: a key missing either side is an error
     with torch.inference_mode():
         x = prepare_tf(frames)  # (N, 3, 299, 299)
         theirs, ours = script(x), model(x)

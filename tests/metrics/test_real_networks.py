@@ -48,7 +48,7 @@ def test_converted_i3d_gives_the_flax_logits_on_the_fixture_clips():
 def test_inception_torchscript_is_the_fid_inception():
     _, script = read_network(registered("inception"), "Inception")
     model = FIDInceptionV3().eval()
-    model.load_state_dict(state_from_script(script.state_dict()), strict=False)
+    model.load_state_dict(state_from_script(script.state_dict()))  # strict: a key missing either side is an error
     frames = np.random.default_rng(0).integers(0, 256, (2, 40, 56, 3), dtype=np.uint8)
     with torch.inference_mode():
         x = prepare_tf(torch.from_numpy(frames))  # (2, 3, 299, 299)
