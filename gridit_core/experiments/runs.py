@@ -1,7 +1,8 @@
 """What the experiment notebooks call (``notebooks/experiments/train.ipynb``, ``sample.ipynb``, ``evaluate.ipynb``): a
-run trains any family (grid, tensor, MSC) for a number of steps, a wall-time budget or a FLOP budget, samples
-sequences of several lengths, scores them with ``gridit eval``'s functions (coherence beside real, shuffled and frozen
-sequences, FVD where I3D weights are given) and the coherence along the sequence, and writes ``results.json``.
+run trains any family (grid, tensor, MSC) for a number of steps, a wall-time budget or a FLOP budget (for GriDiT
+optionally with a stage-2 super-resolution model sharing the budget), samples sequences of several lengths, scores them
+with ``gridit eval``'s functions (coherence beside real, shuffled and frozen sequences; FVD and FID with the networks
+``make weights`` registers or the files given) and the coherence along the sequence, and writes ``results.json``.
 
 Every notebook writes ``results.json`` last (atomically): a study runner counts a run done when it exists.
 """
@@ -18,6 +19,8 @@ from gridit_core.diffusion import STEPPER_KINDS
 from gridit_core.errors import GriditError
 from gridit_core.experiments.figures import loss_figure  # noqa: F401 (train.ipynb's name)
 from gridit_core.experiments.params import Param, check_params
+from gridit_core.metrics.weights_setup import default_network
+from gridit_core.models.sr import SCALES
 from gridit_core.models.video import GATES
 from gridit_core.sampling import CAUSAL_SCHEDULES, FAMILIES, SampleConfig, generate_frames, get_family, sample_sequence
 from gridit_core.sampling.config import CONDITIONINGS, CONTEXT_MODES
@@ -29,6 +32,7 @@ from gridit_core.util.io import FrameWriter, write_bytes_atomic, write_text_atom
 COMPONENTS = ("motion_error_px", "jump_rate", "reversal_rate", "stop_fraction")  # coherence parts worth charting
 GRADED = ("plausible_rate", "plausible_run", "plausible_rate_at_seams", "plausible_rate_inside", "detection_rate",
           "appearance")  # the graded figures of a coherence result (metrics.motion), flat in results.json
+SCORES = ("coherence", "fvd", "fid")  # what train.ipynb and sample.ipynb score samples with
 _SAMPLING = {  # shared by train.ipynb and sample.ipynb
     "SAMPLER": Param(str, choices=("", *STEPPER_KINDS)),
     "SAMPLE_STEPS": Param(int, low=0),
@@ -76,6 +80,10 @@ TRAIN_PARAMS = {
     "N_SEQUENCES": Param(int, low=1),
     "DATA_FRACTION": Param(float, low=0.01, high=1),
     "INIT": Param(str, file=True),
+    "SR_SCALE": Param(int, choices=(0, *SCALES)),
+    "SR_SHARE": Param(float, low=0.05, high=0.95),
+    "SR_STEPS": Param(int, low=1),
+    "SR_SAMPLE_STEPS": Param(int, low=1),
     **_SAMPLING,
 }
 SAMPLE_PARAMS = {"OUT_DIR": Param(str), "CKPT": Param(str, file=True), "REAL": Param(str), **_SAMPLING}
@@ -106,10 +114,12 @@ def _check_scoring(params):
     """The sampling lengths and metrics of train.ipynb and sample.ipynb."""
     _lengths(params["SAMPLE_FRAMES"])
     wanted = _metrics(params["METRICS"])
-    if not wanted or set(wanted) - {"coherence", "fvd"}:
-        raise GriditError(f"METRICS must list coherence and/or fvd, got {params['METRICS']!r}")
+    if not wanted or set(wanted) - set(SCORES):
+        raise GriditError(f"METRICS must list some of {', '.join(SCORES)}, got {params['METRICS']!r}")
     if "fvd" in wanted and not params["I3D"]:
-        raise GriditError("METRICS has fvd: set I3D to a local I3D weights file (nothing is downloaded)")
+        default_network("i3d")  # registered by make weights, or a one-line error naming it
+    if "fid" in wanted:
+        default_network("inception")
 
 
 def check_train(values, base=None):
@@ -126,6 +136,8 @@ def check_train(values, base=None):
     try:
         with torch.device("meta"):
             model, diffusion = build_model_and_diffusion(cfg)
+            if params["SR_SCALE"]:
+                build_model_and_diffusion(sr_config(params))
     except (TypeError, ValueError) as e:
         raise GriditError(f"{cfg.arch} model {cfg.model}: {' '.join(str(e).split())}") from None
     check_sampling(model, diffusion, cfg, params)
@@ -180,20 +192,68 @@ def _pool(text):
 
 def train_config(p):
     """The ``TrainConfig`` of train.ipynb's parameters ``p``: the quickstart's recipe (cosine schedule, EMA with
-    warm-up, the demo's balls for ``builtin:bouncing``, scaled with the frame) with the family, size, layout and optimiser given."""
+    warm-up, the demo's balls for ``builtin:bouncing``, scaled with the frame) with the family, size, layout and
+    optimiser given. With ``SR_SCALE`` the grids hold frames ``SR_SCALE`` times smaller than ``FRAME_SIZE``, which
+    stage 2 makes."""
     from gridit_core.experiments.recipes import QUICKSTART
 
+    size = _stage1_size(p)
+    balls = _demo_balls(QUICKSTART.builtin, size / QUICKSTART.frame_size) if p["DATA"] == "builtin:bouncing" else {}
     options = {"attention": p["ATTENTION"], "window": p["WINDOW"], "p_frames": p["P_FRAMES"], "pool": _pool(p["POOL"]),
                "i_stride": p["I_STRIDE"], "i_frames": p["I_FRAMES"], "gate": p["GATE"]}  # fmt: skip
     kwargs = {k: v for k, v in options.items() if k in get_family(p["ARCH"]).model_options}
     return replace(
         QUICKSTART, data=p["DATA"], model=p["MODEL"], arch=p["ARCH"], frames=p["FRAMES"], noise=p["NOISE"],
-        rows=p["ROWS"], cols=p["COLS"], frame_size=p["FRAME_SIZE"], pos_embed=p["POS_EMBED"], steps=p["STEPS"],
+        rows=p["ROWS"], cols=p["COLS"], frame_size=size, pos_embed=p["POS_EMBED"], steps=p["STEPS"],
         batch_size=p["BATCH_SIZE"], lr=p["LR"], warmup=p["WARMUP"], n_sequences=p["N_SEQUENCES"],
         diffusion={**QUICKSTART.diffusion, "prediction": p["PREDICTION"]}, model_kwargs=kwargs, init=p["INIT"],
         seed=p["SEED"], device=p["DEVICE"], ckpt_every=p["STEPS"], sampling={},
-        builtin=_demo_balls(QUICKSTART.builtin, p["FRAME_SIZE"] / QUICKSTART.frame_size) if p["DATA"] == "builtin:bouncing" else {},
+        builtin=balls,
     )  # fmt: skip
+
+
+def _stage1_size(p):
+    if not p["SR_SCALE"]:
+        return p["FRAME_SIZE"]
+    if not get_family(p["ARCH"]).stage2:
+        raise GriditError(f"SR_SCALE: stage 2 super-resolves GriDiT's frames; ARCH {p['ARCH']} makes full-size "
+                          "frames itself")
+    if p["FRAME_SIZE"] % p["SR_SCALE"]:
+        raise GriditError(f"FRAME_SIZE {p['FRAME_SIZE']} is not divisible by SR_SCALE {p['SR_SCALE']}")
+    return p["FRAME_SIZE"] // p["SR_SCALE"]
+
+
+def sr_config(p):
+    """The stage-2 ``TrainConfig`` of train.ipynb's parameters: a ``MODEL`` super-resolution DiT on single frames of
+    ``FRAME_SIZE`` from ``SR_SCALE`` times smaller ones (residual, noise-augmented conditioning), ``SR_STEPS`` steps at
+    most, the stage-1 recipe's optimiser and diffusion."""
+    stage1 = train_config(p)
+    builtin = _demo_balls(stage1.builtin, p["SR_SCALE"]) if stage1.builtin else {}
+    return replace(stage1, stage=2, rows=1, cols=1, frame_size=p["FRAME_SIZE"], scale=p["SR_SCALE"],
+                   steps=p["SR_STEPS"], ckpt_every=p["SR_STEPS"], noise="", model_kwargs={}, init="", builtin=builtin)
+
+
+def budgets(p):
+    """``{1: budget, 2: budget}``: the ``TIME_BUDGET`` and ``FLOP_BUDGET`` of each stage (stage 2 takes ``SR_SHARE``
+    of both when ``SR_SCALE`` is set; without it stage 1 takes all and there is no stage 2)."""
+    share = {1: 1 - p["SR_SHARE"], 2: p["SR_SHARE"]} if p["SR_SCALE"] else {1: 1.0}
+    return {stage: {"time_budget": p["TIME_BUDGET"] * f, "flop_budget": p["FLOP_BUDGET"] * f}
+            for stage, f in share.items()}  # fmt: skip
+
+
+def train_stages(p, out_dir):
+    """Train stage 1 into ``out_dir`` and, with ``SR_SCALE``, stage 2 into ``out_dir/stage2``, each within its share
+    of the budgets (``budgets``). Returns ``(trainer, sr_trainer or None, info)``: ``info`` is stage 1's (``train``),
+    with ``train_seconds``, ``train_flops`` and ``params_millions`` summed over the stages and stage 2's own figures
+    beside them as ``sr_*``."""
+    shares = budgets(p)
+    trainer, info = train(train_config(p), out_dir, data_fraction=p["DATA_FRACTION"], **shares[1])
+    if not p["SR_SCALE"]:
+        return trainer, None, info
+    sr_trainer, sr_info = train(sr_config(p), Path(out_dir) / "stage2", data_fraction=p["DATA_FRACTION"], **shares[2])
+    info |= {f"sr_{k}": v for k, v in sr_info.items() if k != "train_sequences"}
+    info |= {k: info[k] + sr_info[k] for k in ("train_seconds", "train_flops", "params_millions")}
+    return trainer, sr_trainer, info
 
 
 def _demo_balls(builtin, k):
@@ -284,14 +344,18 @@ def settings_of(p, saved=None):
 
 
 def sample_to_folder(model, diffusion, cfg, n_frames, n_sequences, settings, out_dir, *, seed=0, device="cpu",
-                     codec=None):  # fmt: skip
+                     codec=None, sr=None, sr_steps=20):  # fmt: skip
     """``n_sequences`` sequences of ``n_frames`` written as ``out_dir/seq_K/frames/*.png`` (what ``gridit eval``
-    reads); returns uint8 ``(S, T, H, W, 3)`` and seconds per frame (sequences sampled in parallel)."""
+    reads); returns uint8 ``(S, T, H, W, 3)`` and seconds per frame (sequences sampled in parallel). ``sr``, a
+    stage-2 ``(model, diffusion, cfg)``, super-resolves every frame as written to 8 bits (as ``gridit sample
+    --sr-ckpt`` does) with ``sr_steps`` DDIM steps; the seconds count both stages."""
     from gridit_core.util.image import tensor_to_uint8
 
     started = time.perf_counter()
     frames = sample_sequence(model, diffusion, n_frames, settings, n_sequences=n_sequences, seed=seed, device=device,
                              progress=False, codec=codec)  # fmt: skip
+    if sr is not None:
+        frames = super_resolve(frames, *sr, steps=sr_steps, seed=seed)
     seconds = time.perf_counter() - started
     for k, seq in enumerate(frames.cpu()):  # (T, C, H, W)
         writer = FrameWriter(Path(out_dir) / f"seq_{k}", gif=False)
@@ -299,6 +363,17 @@ def sample_to_folder(model, diffusion, cfg, n_frames, n_sequences, settings, out
             writer.add(frame)
     write_sample_record(out_dir, model, n_frames, settings)
     return tensor_to_uint8(frames.cpu()), seconds / (n_frames * n_sequences)
+
+
+def super_resolve(frames, model, diffusion, cfg, *, steps=20, seed=0, batch_size=64):
+    """Stage 2 on ``frames (S, T, C, h, w)`` in [-1, 1], each frame rounded to 8 bits first: ``(S, T, C, H, W)``."""
+    from gridit_core.sampling.upscale import upscale_frames
+
+    s, t = frames.shape[:2]
+    lr = (frames.flatten(0, 1).clamp(-1, 1) * 127.5 + 127.5).round() / 127.5 - 1  # what a PNG of the frame holds
+    hr = upscale_frames(model, diffusion, lr, scale=cfg.scale, residual=cfg.residual, steps=steps, seed=seed,
+                        batch_size=min(batch_size, len(lr)))  # fmt: skip
+    return hr.unflatten(0, (s, t))
 
 
 def coherence_by_position(samples, data, frame_size, window, ckpt=None):
@@ -357,9 +432,19 @@ def coherence_flat(coh):
     return flat
 
 
-def sample_and_score(model, diffusion, cfg, p, out_dir, *, ckpt, codec=None, device="cpu", real=None):
-    """Sample at every length of ``p["SAMPLE_FRAMES"]``, score each with ``evaluate.evaluate`` (``p["METRICS"]``:
-    coherence, also along the sequence, and FVD for lengths of 16 frames or more); returns ``(metrics, details, samples)``: flat metrics suffixed by
+def frechet_flat(metrics):
+    """FVD and FID of an evaluation's ``metrics`` flat: ``fvd`` for the samples, ``fvd_real``, ``fvd_shuffled`` and
+    ``fvd_frozen`` for the baselines, the same for ``fid``; nothing for a metric not measured."""
+    from gridit_core.metrics.evaluate import BASELINES
+
+    return {name if side == "samples" else f"{name}_{side}": metrics[name].get(side)
+            for name in ("fvd", "fid") if name in metrics for side in ("samples", *BASELINES)}  # fmt: skip
+
+
+def sample_and_score(model, diffusion, cfg, p, out_dir, *, ckpt, codec=None, device="cpu", real=None, sr=None):
+    """Sample at every length of ``p["SAMPLE_FRAMES"]`` (through stage 2 when ``sr``, a stage-2 ``(model, diffusion,
+    cfg)``, is given), score each with ``evaluate.evaluate`` (``p["METRICS"]``: coherence, also along the sequence;
+    FVD for lengths of 16 frames or more; FID); returns ``(metrics, details, samples)``: flat metrics suffixed by
     length (the first length's also unsuffixed), the full evaluations, and uint8 samples per length."""
     from gridit_core.metrics.evaluate import evaluate
 
@@ -369,7 +454,8 @@ def sample_and_score(model, diffusion, cfg, p, out_dir, *, ckpt, codec=None, dev
     for n in _lengths(p["SAMPLE_FRAMES"]):
         folder = Path(out_dir) / "samples" / f"{n}f"
         frames, s_per_frame = sample_to_folder(model, diffusion, cfg, n, p["N_SAMPLES"], settings, folder,
-                                               seed=p["SEED"], device=device, codec=codec)  # fmt: skip
+                                               seed=p["SEED"], device=device, codec=codec, sr=sr,
+                                               sr_steps=p.get("SR_SAMPLE_STEPS", 20))  # fmt: skip
         flat = {"sample_seconds_per_frame": s_per_frame}
         wanted = [m for m in _metrics(p["METRICS"]) if m != "fvd" or n >= 16]  # FVD takes clips of 16 frames
         if wanted:
@@ -378,8 +464,7 @@ def sample_and_score(model, diffusion, cfg, p, out_dir, *, ckpt, codec=None, dev
             if "coherence" in wanted:
                 flat |= coherence_flat(result["metrics"]["coherence"])
                 details["by_position"][str(n)] = coherence_by_position(frames, real, frames.shape[2], p["POSITION_WINDOW"], ckpt)
-            if "fvd" in wanted:
-                flat["fvd"] = result["metrics"]["fvd"]["samples"]
+            flat |= frechet_flat(result["metrics"])
         flat = {k: v for k, v in flat.items() if v is not None}  # withheld by the detection gate, or nothing to measure
         metrics.update({f"{k}_{n}": v for k, v in flat.items()})
         if not samples:
@@ -433,11 +518,6 @@ def evaluate_folder(p):
     metrics = [m.strip() for m in p["METRICS"].split(",") if m.strip()]
     result = evaluate(p["SAMPLES"], p["REAL"], metrics=metrics, i3d=p["I3D"] or None, inception=p["INCEPTION"] or None,
                       frames=p["FVD_FRAMES"], ckpt=p["CKPT"] or None, device=resolve_device(p["DEVICE"]))  # fmt: skip
-    flat = {}
-    for name, r in result["metrics"].items():
-        if name == "coherence":
-            flat |= coherence_flat(r)
-            continue
-        flat |= {name if side == "samples" else f"{name}_{side}": r[side] for side in ("samples", "real", "shuffled", "frozen")}
-    flat = {k: v for k, v in flat.items() if v is not None}
+    flat = (coherence_flat(result["metrics"]["coherence"]) if "coherence" in result["metrics"] else {})
+    flat = {k: v for k, v in (flat | frechet_flat(result["metrics"])).items() if v is not None}
     return flat | {"eval_seconds": result["seconds"]}, result

@@ -7,6 +7,7 @@ import pytest
 
 from gridit_core.cli import main
 from gridit_core.errors import GriditError
+from gridit_core.metrics.weights_setup import default_network
 from gridit_core.studies.spec import expand, load_study, run_name
 
 STUDIES = Path(__file__).resolve().parents[2] / "notebooks" / "studies"
@@ -90,10 +91,17 @@ def test_missing_spec_and_missing_profile_are_refused(toy_notebook, write_spec, 
         load_study(write_spec({"notebook": "nb/toy.ipynb"}), "gpu")
 
 
-@pytest.mark.parametrize("name", ["grid-ablation", "families", "msc-ablation", "paper-claims", "grid-conditioning"])
+@pytest.mark.parametrize("name", ["grid-ablation", "families", "msc-ablation", "paper-claims", "grid-conditioning",
+                                  "real-video"])  # fmt: skip
 @pytest.mark.parametrize("profile", ["cpu-small", "gpu"])
 def test_the_shipped_studies_expand_and_check_under_both_profiles(name, profile, monkeypatch):
     monkeypatch.chdir(STUDIES.parents[1])  # relative files in the specs start from the repository root
+    if name == "real-video":  # FVD and FID with the real networks: checked only where they are installed
+        for kind in ("i3d", "inception"):
+            try:
+                default_network(kind)
+            except GriditError:
+                pytest.skip(f"the real {kind} network is not installed: run `make weights`")
     study = load_study(STUDIES / f"{name}.yaml", profile)
     assert study.notebook.name == "train.ipynb" and len(study.runs) >= 3 and study.varied
     assert len({r.name for r in study.runs}) == len(study.runs)
