@@ -24,15 +24,19 @@ QUICKSTART = TrainConfig(
     builtin={"radius": (3.0, 3.0), "speed": (1.0, 2.0), "colours": (255, 200, 60)},
     log_every=10,
     device="cpu",
-    # validated on the shipped checkpoint (docs/results.md, "The demo's recipe"): ancestral steps with RePaint resampling
-    # follow the conditioning frames' motion far better than DDIM; overlap 2 is the previous grid's last row
-    sampling={"sampler": "ddpm", "steps": 50, "resample": 5, "overlap": 2},
+    # grids trained to continue (a random number of leading cells clean or barely noised, the rest at one level) and
+    # sampled with those cells given clean at their own level: the grid-conditioning study's best recipe at the seams
+    # (reports/studies/grid-conditioning); ancestral steps beat DDIM (grid-ablation); overlap 2 is the previous grid's
+    # last row
+    noise="context",
+    sampling={"sampler": "ddpm", "steps": 50, "resample": 1, "overlap": 2, "conditioning": "clean"},
 )
 
 
 SR_SCALE = 4
 QUICKSTART_SR = replace(
-    QUICKSTART, stage=2, scale=SR_SCALE, rows=1, cols=1, frame_size=QUICKSTART.frame_size * SR_SCALE, pos_embed="grid2d",
+    QUICKSTART, stage=2, scale=SR_SCALE, rows=1, cols=1, noise="", frame_size=QUICKSTART.frame_size * SR_SCALE,
+    pos_embed="grid2d",
     warmup=100, n_sequences=300, model_kwargs={"patch_size": 8},  # 64 tokens of 8x8 px, as stage 1 has 64 of 4x4
     diffusion={"schedule": "cosine", "prediction": "x0", "loss_weighting": "none"},
     builtin={**QUICKSTART.builtin, "radius": (12.0, 12.0), "speed": (4.0, 8.0)},  # stage 1's balls, 4x the size
