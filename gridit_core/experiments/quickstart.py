@@ -67,13 +67,14 @@ def real_sequences(cfg, n_sequences, n_frames, seed=1234):
     return bouncing_shapes(n_sequences, bc, seed=seed).frames
 
 
-def sample(trainer, n_frames, n_sequences, *, sampler="ddpm", steps=50, resample=1, conditioning="clean", seed=0):
+def sample(trainer, n_frames, n_sequences, *, sampler="ddpm", steps=50, resample=3, conditioning="clean", seed=0):
     """Sample with the EMA model; returns uint8 ``(S, T, H, W, 3)`` and seconds per frame.
 
-    The defaults are the recipe's (``QUICKSTART.sampling``): ancestral steps, and each continuation grid's known cells
-    given clean at their own noise level (``conditioning="clean"``) to a model fine-tuned with such grids; RePaint
-    replacement (``"replace"``, with ``resample`` passes) is the official behaviour. On the grid-conditioning study
-    (reports/studies/grid-conditioning) clean context made the seams far more plausible than replacement did.
+    The defaults are the recipe's (``QUICKSTART.sampling``, which also gives the known cells' level): ancestral steps,
+    each done ``resample`` times, and each continuation grid's known cells given at their own, nearly clean level
+    (``conditioning="clean"``) to a model fine-tuned with such grids; RePaint replacement (``"replace"``) is the
+    official behaviour. On the grid-conditioning study (reports/studies/grid-conditioning) clean context made the seams
+    far more plausible than replacement did.
     """
     settings = SampleConfig.over(trainer.cfg.sampling, {"sampler": sampler, "steps": steps, "resample": resample,
                                                         "conditioning": conditioning})  # fmt: skip

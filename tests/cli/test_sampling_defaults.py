@@ -96,7 +96,7 @@ def test_bad_sampling_settings_are_refused_before_training(tmp_path, capsys, fla
 def test_the_shipped_checkpoint_carries_the_recipe_it_was_validated_with():
     cfg = load_trained(ASSET)[2]
     assert cfg.sampling == asdict(SampleConfig.from_dict(QUICKSTART_RECIPE.sampling))
-    assert (cfg.sampling["sampler"], cfg.sampling["conditioning"], cfg.sampling["resample"]) == ("ddpm", "clean", 1)
+    assert (cfg.sampling["sampler"], cfg.sampling["conditioning"], cfg.sampling["resample"]) == ("ddpm", "clean", 3)
     assert cfg.noise == QUICKSTART_RECIPE.noise == "context"  # fine-tuned with grids as they are sampled
 
 
