@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from gridit_core.experiments.recipes import QUICKSTART
+
 pytestmark = pytest.mark.slow
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -24,7 +26,9 @@ def test_coherence_script_compares_settings_beside_the_baselines(tmp_path):
     report = json.loads(out.read_text())
     assert list(report["results"]) == ["library defaults", "saved with the checkpoint", "saved, without resampling"]
     assert report["results"]["saved with the checkpoint"]["settings"]["sampler"] == "ddpm"
-    assert report["results"]["saved with the checkpoint"]["settings"]["resample"] == 5
+    saved = report["results"]["saved with the checkpoint"]["settings"]
+    assert {k: saved[k] for k in ("resample", "conditioning", "context_noise")} == {  # the shipped demo's recipe
+        k: QUICKSTART.sampling[k] for k in ("resample", "conditioning", "context_noise")}
     assert report["baselines"]["real"]["score"] > 0.9 > report["baselines"]["shuffled"]["score"]
     assert report["baselines"]["real"]["plausible_rate"] == 1.0 > 0.5 > report["baselines"]["shuffled"]["plausible_rate"]
     assert report["results"]["saved with the checkpoint"]["coherence"]["seams"] == [4, 6]  # 8 frames, overlap 2
