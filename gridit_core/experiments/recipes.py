@@ -38,8 +38,8 @@ QUICKSTART = TrainConfig(
 SR_SCALE = 4
 QUICKSTART_SR = replace(
     QUICKSTART, stage=2, scale=SR_SCALE, rows=1, cols=1, noise="", frame_size=QUICKSTART.frame_size * SR_SCALE,
-    pos_embed="grid2d",
-    warmup=100, n_sequences=300, model_kwargs={"patch_size": 8},  # 64 tokens of 8x8 px, as stage 1 has 64 of 4x4
+    pos_embed="grid2d", warmup=100, n_sequences=300,
+    model_kwargs={"patch_size": 8},  # 64 tokens of 8x8 px, as stage 1 has 64 of 4x4
     diffusion={"schedule": "cosine", "prediction": "x0", "loss_weighting": "none"},
     builtin={**QUICKSTART.builtin, "radius": (12.0, 12.0), "speed": (4.0, 8.0)},  # stage 1's balls, 4x the size
     sampling={},  # stage 2 samples with its own settings (gridit upscale)

@@ -368,9 +368,10 @@ def sample_to_folder(model, diffusion, cfg, n_frames, n_sequences, settings, out
 def super_resolve(frames, model, diffusion, cfg, *, steps=20, seed=0, batch_size=64):
     """Stage 2 on ``frames (S, T, C, h, w)`` in [-1, 1], each frame rounded to 8 bits first: ``(S, T, C, H, W)``."""
     from gridit_core.sampling.upscale import upscale_frames
+    from gridit_core.util.image import tensor_to_uint8, uint8_to_tensor
 
     s, t = frames.shape[:2]
-    lr = (frames.flatten(0, 1).clamp(-1, 1) * 127.5 + 127.5).round() / 127.5 - 1  # what a PNG of the frame holds
+    lr = uint8_to_tensor(tensor_to_uint8(frames.flatten(0, 1))).to(frames.device)  # what a PNG of each frame holds
     hr = upscale_frames(model, diffusion, lr, scale=cfg.scale, residual=cfg.residual, steps=steps, seed=seed,
                         batch_size=min(batch_size, len(lr)))  # fmt: skip
     return hr.unflatten(0, (s, t))
@@ -518,6 +519,6 @@ def evaluate_folder(p):
     metrics = [m.strip() for m in p["METRICS"].split(",") if m.strip()]
     result = evaluate(p["SAMPLES"], p["REAL"], metrics=metrics, i3d=p["I3D"] or None, inception=p["INCEPTION"] or None,
                       frames=p["FVD_FRAMES"], ckpt=p["CKPT"] or None, device=resolve_device(p["DEVICE"]))  # fmt: skip
-    flat = (coherence_flat(result["metrics"]["coherence"]) if "coherence" in result["metrics"] else {})
+    flat = coherence_flat(result["metrics"]["coherence"]) if "coherence" in result["metrics"] else {}
     flat = {k: v for k, v in (flat | frechet_flat(result["metrics"])).items() if v is not None}
     return flat | {"eval_seconds": result["seconds"]}, result
