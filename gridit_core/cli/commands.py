@@ -117,8 +117,8 @@ def cmd_train(a):
     cfg = TrainConfig(
         data=a.data, model=a.model, **_stage_args(a), **_arch_args(a), frame_size=a.frame_size, stride=a.stride,
         resize=a.resize, pos_embed=a.pos_embed, steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
-        lr=a.lr, warmup=a.warmup, ema_decay=a.ema_decay, precision=a.precision, diffusion=diffusion,
-        n_sequences=a.n_sequences, builtin=a.builtin, init=a.init or "", seed=a.seed,
+        lr=a.lr, warmup=a.warmup, lr_decay=a.lr_decay, ema_decay=a.ema_decay, precision=a.precision,
+        diffusion=diffusion, n_sequences=a.n_sequences, builtin=a.builtin, init=a.init or "", seed=a.seed,
         ckpt_every=a.ckpt_every, device=a.device, vae=a.vae or "", vae_scale=a.vae_scale, sampling=a.sampling or {},
     )
     device = _device(cfg.device)

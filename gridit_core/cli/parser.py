@@ -87,7 +87,7 @@ def build_parser():
     from gridit_core.models.video import ATTENTIONS, GATES, VideoDiTConfig
     from gridit_core.sampling import CAUSAL_SCHEDULES, FAMILIES, SampleConfig
     from gridit_core.sampling.config import CONDITIONINGS, CONTEXT_MODES
-    from gridit_core.training.config import TrainConfig
+    from gridit_core.training.config import LR_DECAYS, TrainConfig
     from gridit_core.util.device import PRECISIONS
 
     train, dif, smp = TrainConfig(), DiffusionConfig(), SampleConfig()
@@ -160,6 +160,8 @@ def build_parser():
     p.add_argument("--grad-accum", type=_positive(int), default=train.grad_accum, help="micro-batches per optimizer step")
     p.add_argument("--lr", type=_at_least_zero(float), default=train.lr, help="AdamW peak learning rate")
     p.add_argument("--warmup", type=_at_least_zero(int), default=train.warmup, help="warm-up optimizer steps")
+    p.add_argument("--lr-decay", choices=LR_DECAYS, default=train.lr_decay,
+                   help="after warm-up: constant (official), or cosine down to 0 at the last of --steps")
     p.add_argument("--ema-decay", type=_unit_interval, default=train.ema_decay)
     p.add_argument("--precision", choices=PRECISIONS, default=train.precision)
     p.add_argument("--schedule", choices=SCHEDULES, default=dif.schedule)

@@ -8,6 +8,8 @@ from gridit_core.models.sr import MAX_AUG, check_scale
 from gridit_core.sampling import FAMILIES, SampleConfig, get_family
 from gridit_core.util.device import PRECISIONS
 
+LR_DECAYS = ("constant", "cosine")  # the learning rate after warm-up (``trainer.lr_factor``)
+
 CHECKPOINT_KIND = "gridit-stage1"
 CHECKPOINT_KINDS = {1: CHECKPOINT_KIND, 2: "gridit-stage2"}
 _WRONG_STAGE = {  # why a checkpoint of the other stage is refused, and where it belongs
@@ -37,6 +39,7 @@ class TrainConfig:
     lr: float = 3e-4  # AdamW peak learning rate
     weight_decay: float = 0.0
     warmup: int = 100  # optimizer steps of linear warm-up
+    lr_decay: str = "constant"  # after warm-up: constant (official) | cosine (a half cosine down to 0 at ``steps``)
     ema_decay: float = 0.999  # per optimizer step
     ema_warmup: bool = True  # decay min(ema_decay, (1+step)/(10+step)): early EMA weights forget the random init
     grad_clip: float = 1.0  # max global grad norm; 0 disables
@@ -90,6 +93,8 @@ class TrainConfig:
             raise GriditError("steps, batch size and grad_accum must be positive")
         if self.batch_size % self.grad_accum:
             raise GriditError(f"batch size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if self.lr_decay not in LR_DECAYS:
+            raise GriditError(f"unknown learning-rate decay {self.lr_decay!r}: use {' or '.join(LR_DECAYS)}")
         if self.precision not in PRECISIONS:
             raise GriditError(f"unknown precision {self.precision!r}: use auto, fp32 or bf16")
         self.sampling = asdict(SampleConfig.from_dict(self.sampling, what="sampling")) if self.sampling else {}

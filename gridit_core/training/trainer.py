@@ -9,6 +9,7 @@ data (single frames: a 1x1 grid) and its loss (``training.losses.sr_training_los
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import os
@@ -56,9 +57,17 @@ def training_data(cfg: TrainConfig):
     return clips
 
 
-def lr_factor(step, warmup):
-    """Linear warm-up to the peak learning rate, then constant (the official schedule, stepped correctly)."""
-    return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+def lr_factor(step, warmup, decay="constant", steps=None):
+    """The learning rate of optimizer step ``step`` (from 0) over the peak: a linear warm-up reaching the peak at step
+    ``warmup - 1``, then constant (the official schedule, stepped correctly) or, with ``decay="cosine"``, a half
+    cosine from the peak that would reach 0 at step ``steps`` (so the last step, ``steps - 1``, still moves)."""
+    peak = max(warmup - 1, 0)
+    if step < peak:
+        return (step + 1) / warmup
+    if decay == "constant":
+        return 1.0
+    done = min(1.0, (step - peak) / max(1, steps - peak))
+    return 0.5 * (1 + math.cos(math.pi * done))
 
 
 @torch.no_grad()
@@ -151,7 +160,8 @@ class Trainer:
         self.model = model.to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.warmup))
+        factor = functools.partial(lr_factor, warmup=cfg.warmup, decay=cfg.lr_decay, steps=cfg.steps)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, factor)
         self.ddp = None
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None

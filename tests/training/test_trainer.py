@@ -69,6 +69,26 @@ def test_ema_and_lr_step_once_per_optimizer_step(tmp_path):
     assert trainer.batches.drawn == 4  # two micro-batches of two
 
 
+def test_cosine_decay_warms_up_peaks_once_and_falls_to_near_zero(tmp_path):
+    steps, warmup = 20, 4
+    f = [lr_factor(s, warmup, "cosine", steps) for s in range(steps)]
+    assert f[:warmup] == [lr_factor(s, warmup) for s in range(warmup)] and f[warmup - 1] == 1.0
+    assert all(a > b for a, b in zip(f[warmup - 1 :], f[warmup:]))  # strictly falling after the peak
+    assert 0 < f[-1] < 0.01 and f[warmup - 1 + (steps - warmup + 1) // 2] == pytest.approx(0.5, abs=0.1)
+    assert lr_factor(7, 0, "cosine", 7) == 0.0 and lr_factor(0, 0, "cosine", 7) == 1.0
+    # the trainer's optimizer follows it, and the schedule survives a resume
+    cfg = TrainConfig(**{**TINY, "steps": 4, "warmup": 1, "lr_decay": "cosine", "ckpt_every": 2})
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.train_step()
+    trainer.train_step()
+    assert trainer.opt.param_groups[0]["lr"] == pytest.approx(cfg.lr * lr_factor(2, 1, "cosine", 4), rel=1e-12)
+    trainer.save()
+    resumed = Trainer(cfg, tmp_path / "run", resume=True)
+    assert resumed.opt.param_groups[0]["lr"] == trainer.opt.param_groups[0]["lr"]
+    with pytest.raises(GriditError, match="unknown learning-rate decay 'linear'"):
+        TrainConfig(**{**TINY, "lr_decay": "linear"})
+
+
 def test_ema_warmup_forgets_the_initial_weights(tmp_path):
     trainer = Trainer(TrainConfig(**{**TINY, "steps": 1, "ema_decay": 0.9999}), tmp_path / "run")
     before = params(trainer.model)
