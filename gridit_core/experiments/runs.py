@@ -26,6 +26,7 @@ from gridit_core.sampling import CAUSAL_SCHEDULES, FAMILIES, SampleConfig, gener
 from gridit_core.sampling.config import CONDITIONINGS, CONTEXT_MODES
 from gridit_core.sampling.families import write_sample_record
 from gridit_core.training import read_metrics
+from gridit_core.training.config import LR_DECAYS
 from gridit_core.training.losses import NOISE_MODES
 from gridit_core.util.io import FrameWriter, write_bytes_atomic, write_text_atomic
 
@@ -76,6 +77,7 @@ TRAIN_PARAMS = {
     "BATCH_SIZE": Param(int, low=1),
     "LR": Param(float, low=0),
     "WARMUP": Param(int, low=0),
+    "LR_DECAY": Param(str, choices=LR_DECAYS),
     "PREDICTION": Param(str, choices=("eps", "v", "x0")),
     "N_SEQUENCES": Param(int, low=1),
     "DATA_FRACTION": Param(float, low=0.01, high=1),
@@ -205,8 +207,8 @@ def train_config(p):
     return replace(
         QUICKSTART, data=p["DATA"], model=p["MODEL"], arch=p["ARCH"], frames=p["FRAMES"], noise=p["NOISE"],
         rows=p["ROWS"], cols=p["COLS"], frame_size=size, pos_embed=p["POS_EMBED"], steps=p["STEPS"],
-        batch_size=p["BATCH_SIZE"], lr=p["LR"], warmup=p["WARMUP"], n_sequences=p["N_SEQUENCES"],
-        diffusion={**QUICKSTART.diffusion, "prediction": p["PREDICTION"]}, model_kwargs=kwargs, init=p["INIT"],
+        batch_size=p["BATCH_SIZE"], lr=p["LR"], warmup=p["WARMUP"], lr_decay=p["LR_DECAY"],
+        n_sequences=p["N_SEQUENCES"], diffusion={**QUICKSTART.diffusion, "prediction": p["PREDICTION"]}, model_kwargs=kwargs, init=p["INIT"],
         seed=p["SEED"], device=p["DEVICE"], ckpt_every=p["STEPS"], sampling={},
         builtin=balls,
     )  # fmt: skip
