@@ -208,8 +208,8 @@ def train_config(p):
         QUICKSTART, data=p["DATA"], model=p["MODEL"], arch=p["ARCH"], frames=p["FRAMES"], noise=p["NOISE"],
         rows=p["ROWS"], cols=p["COLS"], frame_size=size, pos_embed=p["POS_EMBED"], steps=p["STEPS"],
         batch_size=p["BATCH_SIZE"], lr=p["LR"], warmup=p["WARMUP"], lr_decay=p["LR_DECAY"],
-        n_sequences=p["N_SEQUENCES"], diffusion={**QUICKSTART.diffusion, "prediction": p["PREDICTION"]}, model_kwargs=kwargs, init=p["INIT"],
-        seed=p["SEED"], device=p["DEVICE"], ckpt_every=p["STEPS"], sampling={},
+        n_sequences=p["N_SEQUENCES"], diffusion={**QUICKSTART.diffusion, "prediction": p["PREDICTION"]},
+        model_kwargs=kwargs, init=p["INIT"], seed=p["SEED"], device=p["DEVICE"], ckpt_every=p["STEPS"], sampling={},
         builtin=balls,
     )  # fmt: skip
 

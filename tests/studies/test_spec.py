@@ -92,7 +92,7 @@ def test_missing_spec_and_missing_profile_are_refused(toy_notebook, write_spec, 
 
 
 @pytest.mark.parametrize("name", ["grid-ablation", "families", "msc-ablation", "paper-claims", "grid-conditioning",
-                                  "real-video"])  # fmt: skip
+                                  "grid-finetune", "real-video"])  # fmt: skip
 @pytest.mark.parametrize("profile", ["cpu-small", "gpu"])
 def test_the_shipped_studies_expand_and_check_under_both_profiles(name, profile, monkeypatch):
     monkeypatch.chdir(STUDIES.parents[1])  # relative files in the specs start from the repository root
