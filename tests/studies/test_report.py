@@ -79,7 +79,7 @@ def test_reports_side_by_side_share_the_plotly_in_the_folder_above_and_a_lone_re
 
 
 @pytest.mark.parametrize("name", ["families", "grid-ablation", "msc-ablation", "paper-claims", "grid-conditioning",
-                                  "real-video"])  # fmt: skip
+                                  "grid-finetune", "real-video"])  # fmt: skip
 def test_each_committed_report_loads_a_plotly_that_is_in_the_repository(name):
     folder = Path(__file__).resolve().parents[2] / "reports" / "studies" / name
     scripts = re.findall(r"<script[^>]*src=['\"]([^'\"]+)", (folder / "index.html").read_text())
