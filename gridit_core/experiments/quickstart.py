@@ -67,14 +67,14 @@ def real_sequences(cfg, n_sequences, n_frames, seed=1234):
     return bouncing_shapes(n_sequences, bc, seed=seed).frames
 
 
-def sample(trainer, n_frames, n_sequences, *, sampler="ddpm", steps=50, resample=3, conditioning="clean", seed=0):
+def sample(trainer, n_frames, n_sequences, *, sampler=None, steps=None, resample=None, conditioning=None, seed=0):
     """Sample with the EMA model; returns uint8 ``(S, T, H, W, 3)`` and seconds per frame.
 
-    The defaults are the recipe's (``QUICKSTART.sampling``, which also gives the known cells' level): ancestral steps,
-    each done ``resample`` times, and each continuation grid's known cells given at their own, nearly clean level
-    (``conditioning="clean"``) to a model fine-tuned with such grids; RePaint replacement (``"replace"``) is the
-    official behaviour. On the grid-conditioning study (reports/studies/grid-conditioning) clean context made the seams
-    far more plausible than replacement did.
+    A setting left None is the run's recipe (``trainer.cfg.sampling``, ``QUICKSTART.sampling`` for the quickstart,
+    which also gives the known cells' level): ancestral steps, each done ``resample`` times, and each continuation
+    grid's known cells given at their own, nearly clean level (``conditioning="clean"``) to a model fine-tuned with
+    such grids; RePaint replacement (``"replace"``) is the official behaviour. On the grid-conditioning study
+    (reports/studies/grid-conditioning) clean context made the seams far more plausible than replacement did.
     """
     settings = SampleConfig.over(trainer.cfg.sampling, {"sampler": sampler, "steps": steps, "resample": resample,
                                                         "conditioning": conditioning})  # fmt: skip
